@@ -1,0 +1,113 @@
+"""Loading and validating ``config/config.yaml``.
+
+The JSON schema in ``workflow/schemas/config.schema.yaml`` is the one definition of the
+configuration: Snakemake validates with it (``snakemake.utils.validate``) and so does the
+command line, so both fill in the same defaults and reject the same mistakes. Checks a
+schema cannot express (element symbols, family names, oxidation states pymatgen knows)
+live in :func:`check_semantics` and name the offending key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from matscreen.provenance import stable_hash
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+def load_schema() -> dict[str, Any]:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _with_defaults(validator_class: type) -> type:
+    validate_props = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, properties: Mapping[str, Any], instance: Any, schema: Any) -> Any:
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = _copy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _copy(obj: Any) -> Any:
+    return yaml.safe_load(yaml.safe_dump(obj))
+
+
+def _key_path(err: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in err.absolute_path) or "<top level>"
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults and validate ``config`` in place; raise :class:`ConfigError` naming the key."""
+    schema = load_schema()
+    cls = _with_defaults(jsonschema.Draft202012Validator)
+    errors = sorted(cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        msgs = [f"config key '{_key_path(e)}': {e.message}" for e in errors[:10]]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(msgs))
+    check_semantics(config)
+    return config
+
+
+#: Extra checks registered by stage modules: each takes the full config and raises ConfigError.
+SEMANTIC_CHECKS: list[Callable[[dict[str, Any]], None]] = []
+
+
+def semantic_check(fn: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    """Decorator: register a config check that a JSON schema cannot express."""
+    SEMANTIC_CHECKS.append(fn)
+    return fn
+
+
+def check_semantics(config: dict[str, Any]) -> None:
+    # Importing the stage modules registers their checks.
+    import importlib
+
+    for mod in ("matscreen.enumerate", "matscreen.label", "matscreen.featurize", "matscreen.train"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:  # a stage not written yet must not hide the others
+            if exc.name != mod:
+                raise
+    for check in SEMANTIC_CHECKS:
+        check(config)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read a YAML config (default: the shipped one), apply overrides, validate."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        with open(path) as fh:
+            config = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    for key, value in (overrides or {}).items():
+        config[key] = value
+    return validate(config)
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    return stable_hash(dict(config))
+
+
+def section(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    return dict(config.get(name) or {})
