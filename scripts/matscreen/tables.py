@@ -256,8 +256,8 @@ CV_METRICS = Table(
     key=("fold", "metric"),
     columns=(
         Column("fold", "string", "fold number or 'all' (pooled out-of-fold)", nullable=False),
-        Column("metric", "string", "mae_ev_per_atom, rmse_ev_per_atom, r2, spearman, coverage_1sigma, n_train, n_test", nullable=False),
-        Column("value", "float64", "metric value (units in the metric name)", nullable=False),
+        Column("metric", "string", "mae, rmse (units of the target), r2, spearman, coverage_1sigma (fraction of |error| <= ensemble std), n_train, n_test", nullable=False),
+        Column("value", "float64", "metric value", nullable=False),
     ),
 )
 

@@ -1,0 +1,26 @@
+# matscreen: high-throughput screening of perovskites, spinels and garnets.
+# Stages: ingest -> enumerate -> label (PySCF) -> featurize -> train (LightGBM) -> screen -> report.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/enumerate.smk"
+include: "workflow/rules/label.smk"
+include: "workflow/rules/featurize.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/screen.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/screen/ranked.parquet",
+        "results/screen/top.csv",
+        "results/report/summary.md",

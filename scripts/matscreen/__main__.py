@@ -1,0 +1,7 @@
+"""``python -m matscreen`` is the ``matscreen`` command."""
+
+import sys
+
+from matscreen.cli import main
+
+sys.exit(main())

@@ -1,0 +1,131 @@
+"""Stage 6b: a short Markdown summary of a run and its figures.
+
+``results/report/summary.md`` answers what a reader asks first: what went in (and what was
+rejected, why), how large the candidate space is after each filter, which labels were
+computed and at what level of theory, how good the model is on held-out data, and which
+candidates come out on top and should be labeled next. Snakemake's ``--report`` embeds
+the same figures and tables.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from matscreen import tables  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def _md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    if df.empty:
+        return "_(none)_\n"
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for rec in df.itertuples(index=False):
+        cells = []
+        for v in rec:
+            if isinstance(v, float):
+                cells.append("" if np.isnan(v) else format(v, floatfmt))
+            else:
+                cells.append("" if v is None or v is pd.NA else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parity_plot(oof: pd.DataFrame, target: str, path: str | Path) -> None:
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.errorbar(oof["y_true"], oof["y_pred"], yerr=oof["y_std"], fmt="o", ms=4, alpha=0.8, elinewidth=0.8)
+    lo = float(np.nanmin([oof["y_true"].min(), oof["y_pred"].min()])) if len(oof) else 0.0
+    hi = float(np.nanmax([oof["y_true"].max(), oof["y_pred"].max()])) if len(oof) else 1.0
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
+    ax.set_xlabel(f"PySCF {target}")
+    ax.set_ylabel(f"out-of-fold prediction")
+    ax.set_title("Cross-validated predictions")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def prediction_plot(ranked: pd.DataFrame, target: str, path: str | Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for family, grp in ranked.groupby("family", sort=True):
+        ax.hist(grp["prediction"], bins=40, alpha=0.6, label=f"{family} ({len(grp)})")
+    ax.set_xlabel(f"predicted {target}")
+    ax.set_ylabel("candidates")
+    ax.legend(fontsize=8)
+    ax.set_title("Screened candidates")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def summary(
+    *, structures: pd.DataFrame, rejects: pd.DataFrame, funnel: pd.DataFrame, labels: pd.DataFrame,
+    references: pd.DataFrame, metrics: pd.DataFrame, ranked: pd.DataFrame, next_up: pd.DataFrame,
+    target: str, label_settings: Mapping[str, Any], top_n: int,
+) -> str:
+    kept = structures[structures["duplicate_of"].isna()]
+    out = ["# matscreen run summary", ""]
+    out += ["## Ingest", "",
+            f"{len(structures) + len(rejects)} structures read: {len(kept)} kept, "
+            f"{len(structures) - len(kept)} duplicates, {len(rejects)} rejected.", ""]
+    if len(kept):
+        out += [_md_table(kept.groupby("family").size().rename("structures").reset_index())]
+    if len(rejects):
+        out += ["Rejected:", "", _md_table(rejects[["source", "reason", "detail"]].assign(
+            detail=rejects["detail"].str.slice(0, 100)))]
+    out += ["## Candidate space", ""]
+    if len(funnel):
+        last = funnel.sort_values("step").groupby("family").tail(1)
+        first = funnel[funnel["step"] == 0].set_index("family")["remaining"]
+        out += [_md_table(pd.DataFrame({"family": last["family"], "combinations": last["family"].map(first),
+                                        "candidates": last["remaining"]})),
+                "Funnel (candidates left after each filter):", "", _md_table(funnel)]
+    theory = ", ".join(f"{k}={label_settings[k]}" for k in ("xc", "basis", "pseudo", "density_fit") if k in label_settings)
+    n_ok = int((labels["status"] == "ok").sum())
+    out += ["## PySCF labels", "", f"Level of theory: {theory or 'see config'}.",
+            f"{len(labels)} structures: {n_ok} ok, {int((labels['status'] == 'failed').sum())} failed, "
+            f"{int((labels['status'] == 'unsupported').sum())} unsupported. "
+            f"{int((references['status'] == 'ok').sum())}/{len(references)} elemental references ok.", ""]
+    show = ["structure_id", "formula", "status", "energy_per_atom_ev", "formation_energy_ev_per_atom", "gap_ev",
+            "scf_cycles", "kmesh", "wall_s", "error"]
+    out += [_md_table(labels[[c for c in show if c in labels.columns]].sort_values("formula"))]
+    out += ["## Model (LightGBM, grouped cross-validation)", "", f"Target: `{target}`.", ""]
+    if len(metrics):
+        pooled = metrics[metrics["fold"] == "all"][["metric", "value"]]
+        out += [_md_table(pooled), "![parity](parity.png)", ""]
+    out += [f"## Top {top_n} candidates", "", f"{len(ranked)} candidates screened. Score = prediction "
+            "- kappa x uncertainty (lower is better).", "",
+            _md_table(ranked.head(top_n)[["rank", "candidate_id", "family", "formula", "prediction", "uncertainty", "score"]]),
+            "![predictions](predictions.png)", "",
+            "## Next to label", "", _md_table(next_up[["candidate_id", "family", "formula", "prediction", "uncertainty"]])]
+    return "\n".join(out)
+
+
+def run(inputs: Mapping[str, str], out_dir: str, settings: dict[str, Any], label_settings: dict[str, Any],
+        target: str) -> None:
+    read = {
+        "structures": tables.STRUCTURES, "rejects": tables.REJECTS, "funnel": tables.FUNNEL, "labels": tables.LABELS,
+        "references": tables.REFERENCES, "metrics": tables.CV_METRICS, "oof": tables.OOF_PREDICTIONS,
+        "ranked": tables.PREDICTIONS, "next_up": tables.PREDICTIONS,
+    }
+    data = {k: tables.read_table(inputs[k], t) for k, t in read.items()}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    parity_plot(data["oof"], target, out / "parity.png")
+    prediction_plot(data["ranked"], target, out / "predictions.png")
+    top_n = int(settings.get("top_n", 20))
+    text = summary(**{k: v for k, v in data.items() if k != "oof"}, target=target, label_settings=label_settings, top_n=top_n)
+    (out / "summary.md").write_text(text)
+    log.info("report written to %s", out / "summary.md")

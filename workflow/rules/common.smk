@@ -1,0 +1,87 @@
+# Shared set-up: config validation, the package on sys.path, input functions and resource estimates.
+import glob
+import os
+import sys
+from functools import lru_cache
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+sys.path.insert(0, os.path.join(workflow.basedir, "scripts"))
+
+from matscreen.config import ConfigError, check_semantics, config_hash  # noqa: E402
+
+# A bad config fails here, before any job runs, naming the key.
+validate(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+try:
+    check_semantics(config)
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+CONFIG_HASH = config_hash(config)
+SHARDS = list(range(config["enumerate"]["shards"]))
+
+
+wildcard_constraints:
+    shard=r"\d+",
+    structure_id=r"s-[0-9a-f]+",
+    element=r"[A-Z][a-z]?",
+
+
+def ingest_input_files(wildcards=None):
+    """Every file named by ingest.inputs (files, folders searched recursively, globs)."""
+    files = []
+    for entry in config["ingest"]["inputs"]:
+        if os.path.isdir(entry):
+            for root, dirs, names in os.walk(entry):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                files += [os.path.join(root, n) for n in sorted(names) if not n.startswith(".")]
+        elif any(ch in entry for ch in "*?["):
+            files += sorted(glob.glob(entry, recursive=True))
+        elif os.path.exists(entry):
+            files.append(entry)
+        else:
+            raise WorkflowError(f"config key 'ingest.inputs': {entry!r} does not exist")
+    return files
+
+
+@lru_cache(maxsize=4)
+def _targets(path):
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+def label_targets_path():
+    return checkpoints.select_label_targets.get().output[0]
+
+
+def label_outputs(wildcards):
+    ids = _targets(label_targets_path())["structure_id"]
+    return expand("results/label/structures/{structure_id}.parquet", structure_id=sorted(ids))
+
+
+def reference_outputs(wildcards):
+    targets = _targets(label_targets_path())  # raises until the checkpoint has run
+    from matscreen.label import reference_elements
+
+    elements = reference_elements(targets)
+    return expand("results/label/references/{element}.parquet", element=sorted(elements))
+
+
+def _label_resources(structure_id, attempt):
+    from pymatgen.core import Structure
+
+    from matscreen.label import estimate_resources, scale_resources
+
+    row = _targets("results/label/targets.parquet").set_index("structure_id").loc[structure_id]
+    res = estimate_resources(Structure.from_str(row["structure"], fmt="json"), config["label"])
+    return scale_resources(res, attempt)
+
+
+def label_mem_mb(wildcards, attempt):
+    return _label_resources(wildcards.structure_id, attempt)["mem_mb"]
+
+
+def label_runtime(wildcards, attempt):
+    return _label_resources(wildcards.structure_id, attempt)["runtime"]

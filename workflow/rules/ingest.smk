@@ -1,0 +1,22 @@
+# Stage 1: read CIF/POSCAR/JSON files into structures.parquet; bad files go to rejects.parquet.
+# The input list is every file under ingest.inputs, so a new file reruns ingest (nightly refresh).
+rule ingest:
+    input:
+        files=ingest_input_files,
+    output:
+        structures="results/ingest/structures.parquet",
+        rejects="results/ingest/rejects.parquet",
+    params:
+        inputs=config["ingest"]["inputs"],
+        settings=config["ingest"],
+        label_settings=config["label"],
+        existing=config["ingest"].get("existing") or "",
+        config_hash=CONFIG_HASH,
+    log:
+        "logs/ingest/ingest.log",
+    benchmark:
+        "results/benchmarks/ingest.tsv"
+    conda:
+        "../../envs/ingest.yaml"
+    script:
+        "../../scripts/ingest.py"

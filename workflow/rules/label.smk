@@ -1,0 +1,80 @@
+# Stage 3: PySCF labels. A checkpoint chooses the structures; each structure and each elemental
+# reference is its own job (cached in the label store), and a gather step computes formation energies.
+checkpoint select_label_targets:
+    input:
+        structures=rules.ingest.output.structures,
+        candidates=rules.enumerate.output.shards,
+    output:
+        "results/label/targets.parquet",
+    params:
+        settings=config["label"],
+        seed=config["seed"],
+        config_hash=CONFIG_HASH,
+    log:
+        "logs/label/select_label_targets.log",
+    conda:
+        "../../envs/label.yaml"
+    script:
+        "../../scripts/select_label_targets.py"
+
+
+# One periodic DFT calculation; a hit in the label store is copied, never recomputed.
+rule label_structure:
+    input:
+        targets="results/label/targets.parquet",
+    output:
+        "results/label/structures/{structure_id}.parquet",
+    params:
+        settings=config["label"],
+        config_hash=CONFIG_HASH,
+    threads: config["label"].get("threads", 1)
+    resources:
+        mem_mb=label_mem_mb,
+        runtime=label_runtime,
+    retries: config["label"].get("retries", 1)
+    log:
+        "logs/label/structures/{structure_id}.log",
+    benchmark:
+        "results/benchmarks/label/{structure_id}.tsv"
+    conda:
+        "../../envs/label.yaml"
+    script:
+        "../../scripts/label_structure.py"
+
+
+# Elemental reference (standard elemental solid, or diatomic gas in a box) with the same settings.
+rule label_reference:
+    output:
+        "results/label/references/{element}.parquet",
+    params:
+        settings=config["label"],
+        config_hash=CONFIG_HASH,
+    threads: config["label"].get("threads", 1)
+    retries: config["label"].get("retries", 1)
+    log:
+        "logs/label/references/{element}.log",
+    benchmark:
+        "results/benchmarks/label/ref-{element}.tsv"
+    conda:
+        "../../envs/label.yaml"
+    script:
+        "../../scripts/label_reference.py"
+
+
+# Gather: one labels table with formation energies against the references.
+rule gather_labels:
+    input:
+        labels=label_outputs,
+        references=reference_outputs,
+    output:
+        labels="results/label/labels.parquet",
+        references="results/label/references.parquet",
+    params:
+        settings=config["label"],
+        config_hash=CONFIG_HASH,
+    log:
+        "logs/label/gather_labels.log",
+    conda:
+        "../../envs/label.yaml"
+    script:
+        "../../scripts/gather_labels.py"

@@ -1,0 +1,27 @@
+# Summary report (Markdown + figures); `snakemake --report report.html` embeds the same figures.
+rule report:
+    input:
+        structures=rules.ingest.output.structures,
+        rejects=rules.ingest.output.rejects,
+        funnel=rules.enumerate.output.funnel,
+        labels=rules.gather_labels.output.labels,
+        references=rules.gather_labels.output.references,
+        metrics=rules.train.output.metrics,
+        oof=rules.train.output.oof,
+        ranked=rules.rank.output.ranked,
+        next_up=rules.rank.output.next,
+    output:
+        summary=report("results/report/summary.md", caption="../report/summary.rst", category="Summary"),
+        parity=report("results/report/parity.png", caption="../report/parity.rst", category="Model"),
+        predictions=report("results/report/predictions.png", caption="../report/predictions.rst", category="Screening"),
+    params:
+        out_dir=lambda w, output: os.path.dirname(output.summary),
+        settings=config["report"],
+        label_settings=config["label"],
+        target=config["train"].get("target", "formation_energy_ev_per_atom"),
+    log:
+        "logs/report/report.log",
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../../scripts/report.py"
