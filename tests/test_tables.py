@@ -1,0 +1,90 @@
+"""The table contracts: checked on write and on read, with provenance metadata."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from matscreen import tables
+from matscreen.provenance import provenance
+
+
+def _funnel() -> pd.DataFrame:
+    return pd.DataFrame({"family": ["perovskite", "perovskite"], "step": [0, 1], "filter": ["all", "charge"],
+                         "remaining": [10, 4], "removed": [0, 6]})
+
+
+def test_roundtrip_keeps_schema_and_provenance(tmp_path):
+    path = tables.write_table(_funnel(), tmp_path / "f.parquet", tables.FUNNEL, provenance("enumerate", {"a": 1}, "cfg"))
+    schema = pq.read_schema(path)
+    assert schema.field("step").type == pa.int64()
+    assert schema.field("family").nullable is False
+    back = tables.read_table(path, tables.FUNNEL)
+    pd.testing.assert_frame_equal(back, _funnel(), check_dtype=False)
+    prov = tables.read_provenance(path)
+    assert prov["table"] == "funnel" and prov["stage"] == "enumerate" and prov["config_hash"] == "cfg"
+    assert prov["versions"]["pyarrow"] == pa.__version__
+
+
+def test_missing_column_names_table_and_column(tmp_path):
+    with pytest.raises(tables.ContractError, match=r"funnel: missing columns \['removed'\]"):
+        tables.write_table(_funnel().drop(columns="removed"), tmp_path / "f.parquet", tables.FUNNEL)
+    assert not list(tmp_path.iterdir()), "a failed write leaves no file"
+
+
+def test_unknown_column_rejected_unless_table_allows_extras(tmp_path):
+    with pytest.raises(tables.ContractError, match="not in the contract"):
+        tables.write_table(_funnel().assign(oops=1), tmp_path / "f.parquet", tables.FUNNEL)
+    feats = pd.DataFrame({"candidate_id": ["c-1"], "featurize_error": [None], "MagpieData_mean_Number": [3.0]})
+    path = tables.write_table(feats, tmp_path / "x.parquet", tables.CANDIDATE_FEATURES)
+    assert pq.read_schema(path).field("MagpieData_mean_Number").type == pa.float32()
+
+
+def test_duplicate_key_and_null_key_rejected(tmp_path):
+    dup = pd.concat([_funnel(), _funnel().head(1)])
+    with pytest.raises(tables.ContractError, match="duplicate primary key"):
+        tables.write_table(dup, tmp_path / "f.parquet", tables.FUNNEL)
+    nulls = _funnel().astype({"family": object})
+    nulls.loc[0, "family"] = None
+    with pytest.raises(tables.ContractError, match="'family' must not be null"):
+        tables.write_table(nulls, tmp_path / "f.parquet", tables.FUNNEL)
+
+
+def test_uncastable_dtype_is_a_contract_error(tmp_path):
+    bad = _funnel().assign(remaining=["ten", "four"])
+    with pytest.raises(tables.ContractError, match="cannot cast"):
+        tables.write_table(bad, tmp_path / "f.parquet", tables.FUNNEL)
+
+
+def test_corrupt_file_gives_clear_error(tmp_path):
+    path = tables.write_table(_funnel(), tmp_path / "f.parquet", tables.FUNNEL)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(tables.ContractError, match=r"f\.parquet: not a readable Parquet file"):
+        tables.read_table(path, tables.FUNNEL)
+
+
+def test_read_checks_contract(tmp_path):
+    path = tmp_path / "wrong.parquet"
+    pq.write_table(pa.table({"family": ["x"]}), path)
+    with pytest.raises(tables.ContractError, match="wrong.parquet"):
+        tables.read_table(path, tables.FUNNEL)
+
+
+def test_every_contract_is_consistent():
+    for t in tables.ALL_TABLES.values():
+        names = t.column_names
+        assert len(names) == len(set(names)), t.name
+        assert set(t.key) <= set(names), t.name
+        for k in t.key:
+            assert not t.column(k).nullable, f"{t.name}.{k} is a key and must not be nullable"
+        empty = tables.empty_frame(t)
+        assert list(empty.columns) == names
+
+
+def test_markdown_lists_every_table():
+    md = tables.markdown()
+    for name in tables.ALL_TABLES:
+        assert f"### `{name}`" in md

@@ -1,0 +1,97 @@
+"""Train (grouped CV, ensemble uncertainty, reproducibility) and screen (ranking, next to label)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from matscreen import screen, tables, train
+import yaml
+
+from matscreen.config import DEFAULT_CONFIG
+
+SETTINGS = yaml.safe_load(DEFAULT_CONFIG.read_text())["train"]  # the shipped model settings
+
+
+def _data(n: int = 60, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A learnable target: y = 2 x0 - x1 (+ noise); 3 polymorphs (rows) per composition."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    comps = [f"Sr{1 + i // 3}TiO3" for i in range(n)]  # groups of 3 rows share a reduced formula only per group
+    ids = [f"s-{i:04d}" for i in range(n)]
+    feats = pd.DataFrame({"structure_id": ids, "featurize_error": None, "f0": x[:, 0], "f1": x[:, 1], "f2": x[:, 2],
+                          "struct_density": rng.normal(size=n)})
+    y = 2 * x[:, 0] - x[:, 1] + 0.05 * rng.normal(size=n)
+    labels = pd.DataFrame({"structure_id": ids, "formula": comps, "status": "ok", "formation_energy_ev_per_atom": y})
+    return feats, labels
+
+
+def test_cv_is_grouped_by_composition_and_learns():
+    feats, labels = _data()
+    ens, metrics, oof = train.train(feats, labels, SETTINGS, seed=1)
+    from pymatgen.core import Composition
+
+    groups = oof.merge(labels, on="structure_id")["formula"].map(lambda f: Composition(f).reduced_formula)
+    assert (oof.assign(g=groups.values).groupby("g")["fold"].nunique() == 1).all(), "a composition is split across folds"
+    pooled = metrics[metrics["fold"] == "all"].set_index("metric")["value"]
+    assert pooled["mae"] < 0.5 * labels["formation_energy_ev_per_atom"].std()
+    assert pooled["r2"] > 0.6
+    assert 0 <= pooled["coverage_1sigma"] <= 1
+    assert "struct_density" not in ens.features, "structure-only features cannot screen compositions"
+    tables.check_frame(metrics, tables.CV_METRICS)
+    tables.check_frame(oof, tables.OOF_PREDICTIONS)
+
+
+def test_training_is_reproducible_and_model_roundtrips(tmp_path):
+    feats, labels = _data()
+    a, ma, oa = train.train(feats, labels, SETTINGS, seed=7)
+    b, mb, ob = train.train(feats, labels, SETTINGS, seed=7)
+    pd.testing.assert_frame_equal(ma, mb)
+    pd.testing.assert_frame_equal(oa, ob)
+    back = train.Ensemble.from_json(a.to_json())
+    np.testing.assert_array_equal(a.predict(feats)[0], back.predict(feats)[0])
+    mean, std = a.predict(feats)
+    assert (std > 0).any(), "a bootstrap ensemble disagrees somewhere"
+
+
+def test_failed_and_missing_labels_are_not_trained_on():
+    feats, labels = _data()
+    labels.loc[:9, "status"] = "failed"
+    labels.loc[10:14, "formation_energy_ev_per_atom"] = np.nan
+    data = train.training_frame(feats, labels, "formation_energy_ev_per_atom")
+    assert len(data) == len(labels) - 15
+
+
+def test_too_few_labels_says_what_to_do():
+    feats, labels = _data(n=3)
+    with pytest.raises(ValueError, match="label.select"):
+        train.train(feats, labels, SETTINGS, seed=0)
+
+
+def test_rank_and_next_to_label():
+    feats, labels = _data()
+    ens, _, _ = train.train(feats, labels, SETTINGS, seed=1)
+    cands = pd.DataFrame({"candidate_id": [f"c-{i}" for i in range(20)], "family": "perovskite",
+                          "formula": [f"X{i}" for i in range(20)]})
+    rng = np.random.default_rng(3)
+    cf = pd.DataFrame({"candidate_id": cands["candidate_id"], "featurize_error": None,
+                       "f0": rng.normal(size=20), "f1": rng.normal(size=20), "f2": rng.normal(size=20)})
+    preds = screen.predict(ens, cands, cf)
+    ranked = screen.rank(preds, {"kappa": 0.0})
+    tables.check_frame(ranked, tables.PREDICTIONS)
+    assert ranked["rank"].tolist() == list(range(1, 21))
+    assert ranked["prediction"].is_monotonic_increasing, "kappa 0 ranks by prediction, lowest first"
+    up = screen.rank(preds, {"kappa": 0.0, "maximize": True})
+    assert up["prediction"].is_monotonic_decreasing
+    explore = screen.rank(preds, {"kappa": 5.0})
+    np.testing.assert_allclose(explore["score"], explore["prediction"] - 5.0 * explore["uncertainty"])
+    nxt = screen.next_to_label(ranked, {"c-0", ranked["candidate_id"][0]}, {"next_to_label": 3})
+    assert len(nxt) == 3 and ranked["candidate_id"][0] not in set(nxt["candidate_id"])
+
+
+def test_missing_features_are_named():
+    feats, labels = _data()
+    ens, _, _ = train.train(feats, labels, SETTINGS, seed=1)
+    with pytest.raises(ValueError, match="f2"):
+        ens.predict(feats.drop(columns="f2"))
