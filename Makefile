@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # PySCF/OpenMP/BLAS threads: Snakemake's `threads:` decides parallelism, not the libraries.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install run test lint report dryrun clean
+.PHONY: install run test lint report dryrun clean docs
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,9 @@ test: install
 
 dryrun: install
 	$(BIN)/snakemake -n --configfile $(CONFIG)
+
+docs: install
+	$(BIN)/matscreen tables --update-readme README.md
 
 lint: install
 	$(BIN)/snakemake --lint

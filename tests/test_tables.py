@@ -88,3 +88,12 @@ def test_markdown_lists_every_table():
     md = tables.markdown()
     for name in tables.ALL_TABLES:
         assert f"### `{name}`" in md
+
+
+def test_readme_documents_the_current_contracts():
+    from matscreen.config import REPO_ROOT
+
+    text = (REPO_ROOT / "README.md").read_text()
+    assert tables.readme_section(text) == tables.markdown().strip(), (
+        "README table contracts are stale: run `matscreen tables --update-readme README.md`"
+    )

@@ -120,7 +120,10 @@ def _cmd_report(args: argparse.Namespace) -> None:
 def _cmd_tables(args: argparse.Namespace) -> None:
     from matscreen import tables
 
-    sys.stdout.write(tables.markdown())
+    if args.update_readme:
+        tables.update_readme(args.update_readme)
+    else:
+        sys.stdout.write(tables.markdown())
 
 
 def _cmd_config(args: argparse.Namespace) -> None:
@@ -183,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--results", default="results", help="results folder of a run (default: %(default)s)")
     sp.add_argument("-o", "--output-dir", default="results/report")
 
-    add("tables", _cmd_tables, "print the Parquet table contracts as Markdown")
+    sp = add("tables", _cmd_tables, "print the Parquet table contracts as Markdown")
+    sp.add_argument("--update-readme", metavar="README.md", default=None,
+                    help="rewrite the section between the TABLES markers of this file instead")
     add("config", _cmd_config, "validate a config and print it with defaults filled in")
     return p
 

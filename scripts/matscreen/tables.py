@@ -413,3 +413,21 @@ def markdown() -> str:
             lines.append(f"| `{c.name}` | {c.dtype} | {c.unit} | {'yes' if c.nullable else 'no'} | {c.description} |")
         lines.append("")
     return "\n".join(lines)
+
+
+README_BEGIN = "<!-- TABLES:BEGIN -->"
+README_END = "<!-- TABLES:END -->"
+
+
+def readme_section(text: str) -> str:
+    """The generated part of a README (between the TABLES markers)."""
+    start, end = text.index(README_BEGIN) + len(README_BEGIN), text.index(README_END)
+    return text[start:end].strip()
+
+
+def update_readme(path: str | os.PathLike[str]) -> None:
+    """Replace the README's contract section with :func:`markdown`."""
+    p = Path(path)
+    text = p.read_text()
+    start, end = text.index(README_BEGIN) + len(README_BEGIN), text.index(README_END)
+    p.write_text(text[:start] + "\n" + markdown().strip() + "\n" + text[end:])

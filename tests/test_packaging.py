@@ -1,0 +1,88 @@
+"""Pins agree everywhere; the layout promised in the README exists; the workflow lints clean."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pins(lines: list[str]) -> dict[str, str]:
+    out = {}
+    for line in lines:
+        m = re.match(r"^\s*([A-Za-z0-9_.\-]+)==([^\s;#]+)", line)
+        if m:
+            out[m.group(1).lower().replace("_", "-")] = m.group(2)
+    return out
+
+
+PYPROJECT = _pins(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+LOCK = _pins((ROOT / "requirements.lock").read_text().splitlines())
+
+
+def test_pyproject_pins_are_in_the_lock():
+    for name, version in PYPROJECT.items():
+        assert LOCK.get(name) == version, f"{name}: pyproject {version}, requirements.lock {LOCK.get(name)}"
+
+
+@pytest.mark.parametrize("env", sorted(p.name for p in (ROOT / "envs").glob("*.yaml")))
+def test_conda_envs_match_project_pins(env):
+    spec = yaml.safe_load((ROOT / "envs" / env).read_text())
+    pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict) and "pip" in d)
+    pins = _pins(pip)
+    assert pins, env
+    for name, version in pins.items():
+        assert LOCK.get(name) == version, f"envs/{env}: {name}=={version}, lock has {LOCK.get(name)}"
+    assert "python=3.11" in spec["dependencies"]
+
+
+def test_every_rule_env_exists():
+    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for env in re.findall(r'"\.\./\.\./(envs/[^"]+)"', smk.read_text()):
+            assert (ROOT / env).exists(), f"{smk.name} names {env}"
+
+
+def test_installed_versions_are_the_pins():
+    for name, version in PYPROJECT.items():
+        assert metadata.version(name) == version, name
+
+
+def test_layout():
+    for path in ("Snakefile", "workflow/rules/common.smk", "workflow/schemas/config.schema.yaml", "config/config.yaml",
+                 "config/README.md", "README.md", "Makefile", ".ci/run", "pyproject.toml", "requirements.lock"):
+        assert (ROOT / path).exists(), path
+    for stage in ("ingest", "enumerate", "label", "featurize", "train", "screen", "report"):
+        assert (ROOT / "workflow" / "rules" / f"{stage}.smk").exists(), stage
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def _snakemake(*args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("snakemake")
+    return subprocess.run([str(exe), *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_snakemake_lint_is_clean():
+    res = _snakemake("--lint")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+def test_default_config_plans():
+    res = _snakemake("-n", "-q", "--directory", str(ROOT))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+def test_cli_has_a_subcommand_per_stage():
+    exe = Path(sys.executable).with_name("matscreen")
+    res = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
+    for stage in ("ingest", "enumerate", "label", "featurize", "train", "screen", "report"):
+        assert re.search(rf"^\s+{stage}\s", res.stdout, re.M), stage
+        sub = subprocess.run([str(exe), stage, "--help"], capture_output=True, text=True)
+        assert sub.returncode == 0 and "usage: matscreen " + stage in sub.stdout
