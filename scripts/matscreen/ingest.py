@@ -249,6 +249,9 @@ def split_cif_blocks(text: str) -> list[tuple[str, str]]:
 
 
 def _parse_cif_block(text: str, occupancy_tolerance: float) -> tuple[Structure, list[str]]:
+    low = text.lower()
+    if "_atom_site_fract_x" not in low and "_atom_site_cartn_x" not in low:
+        raise _Reject("no_structure", "the block has no atom sites (no _atom_site_fract_x or _atom_site_Cartn_x)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -419,7 +422,9 @@ def _label_support(elements: list[str], label_settings: dict[str, Any] | None) -
 
 def _spacegroup(s: Structure, settings: dict[str, Any]) -> int | None:
     try:
-        return int(SpacegroupAnalyzer(s, symprec=settings["symprec"], angle_tolerance=settings["angle_tolerance"]).get_space_group_number())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # spglib's OLD_ERROR_HANDLING notice
+            return int(SpacegroupAnalyzer(s, symprec=settings["symprec"], angle_tolerance=settings["angle_tolerance"]).get_space_group_number())
     except Exception as exc:  # spglib fails on some odd cells; the row is still useful
         log.debug("spglib failed: %s", exc)
         return None
