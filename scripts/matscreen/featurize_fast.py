@@ -150,7 +150,7 @@ def block_from_species_slots(
     """
     sp_z = np.where(valid[:, None], sp_z, 0)
     # one integer key per (element, oxidation state); oxidation states are multiples of 1/1000 here
-    oxi_key = np.where(np.isnan(sp_oxi), 0, np.round(sp_oxi * 1000).astype(np.int64) + 100_000)
+    oxi_key = np.where(np.isnan(sp_oxi), 0, np.round(np.nan_to_num(sp_oxi) * 1000).astype(np.int64) + 100_000)
     key = np.where(sp_z > 0, sp_z.astype(np.int64) * 1_000_000 + oxi_key, -1)
     key, amt, oxi = merge_slots(key, sp_amt, sp_oxi)
     z = np.where(key >= 0, key // 1_000_000, 0)
@@ -357,7 +357,9 @@ def ion_property(block: CompositionBlock, source_key: str) -> tuple[np.ndarray, 
     """matminer IonProperty (with oxidation states): compound possible, max and avg ionic character.
 
     Returns (values (n, 3), handled (n,) bool). Rows without oxidation states are not handled
-    (matminer then guesses oxidation states, which stays on the matminer path).
+    (matminer then guesses oxidation states, which stays on the matminer path). Where an element
+    has two oxidation states (Fe2+/Fe3+) matminer's average ionic character weights element pairs
+    by species fractions taken at the elements' positions; this reproduces that as is.
     """
     n = len(block)
     out = np.full((n, 3), np.nan)
@@ -374,10 +376,13 @@ def ion_property(block: CompositionBlock, source_key: str) -> tuple[np.ndarray, 
         # cpd_possible = np.isclose(np.dot(charges, fractions), 0): dot of species oxi x amount
         ch = pairwise_rowsum(np.nan_to_num(block.sp_oxi[rows, :ns]) * block.sp_amt[rows, :ns])
         out[rows, 0] = (np.abs(ch) <= 1e-8).astype(float)
+        # matminer quirk, reproduced: with oxidation states ``fractions`` is rebound to the
+        # *species* amounts, but the pair loop indexes it by *element* position.
+        sp_w = block.sp_amt[rows, :ns]
         total = np.zeros(len(rows))
-        for j in range(c):
-            total = total + w[:, j]
-        frac = w / total[:, None]
+        for j in range(ns):
+            total = total + sp_w[:, j]
+        frac = sp_w / total[:, None]
         x = xs[z]
         avg = np.zeros(len(rows))
         mx = np.full(len(rows), -np.inf)
