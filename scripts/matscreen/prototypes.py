@@ -44,13 +44,13 @@ not fit the primitive cell raise ``ValueError``.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from pymatgen.core import Lattice, Structure
+from pymatgen.symmetry.groups import SpaceGroup
 from scipy.optimize import brentq, least_squares
 
 from matscreen import chemistry
@@ -102,16 +102,12 @@ def spinel_geometry(r_tet: float, r_oct: float, r_x: float) -> tuple[float, floa
 @lru_cache(maxsize=1)
 def _garnet_cations() -> dict[str, np.ndarray]:
     """Fractional positions (unit cube) of the C, A and D sites of Ia-3d, plus periodic images."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fam = get_family("garnet")
-        cells = Structure.from_spacegroup(
-            fam.spacegroup, Lattice.cubic(1.0), ["Y", "Al", "Si"], [fam.site(s).coords for s in ("C", "A", "D")]
-        )
+    fam = get_family("garnet")
+    cells = _conventional(fam, 1.0, ["Y", "Al", "Si", "O"], [s.coords for s in fam.sites])
     images = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=float)
     out = {}
-    for label, el in (("C", "Y"), ("A", "Al"), ("D", "Si")):
-        frac = np.array([s.frac_coords for s in cells if s.specie.symbol == el])
+    for label in ("C", "A", "D"):
+        frac = np.array([s.frac_coords for s in cells if s.properties["site_label"] == label])
         out[label] = (frac[:, None, :] + images[None]).reshape(-1, 3)
     return out
 
@@ -171,19 +167,8 @@ def build_prototype(row: Mapping[str, Any]) -> Structure:
     fam = get_family(str(row["family"]))
     a, coords = _geometry(row)
     occupancy = {s.label: parse_occupancy(str(row[f"{s.label}_species"])) for s in fam.sites}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # from_spacegroup warns about nothing we act on
-        conv = Structure.from_spacegroup(
-            fam.spacegroup,
-            Lattice.cubic(a),
-            [occupancy[s.label][0].element for s in fam.sites],
-            [coords[s.label] for s in fam.sites],
-            site_properties={"site_label": list(fam.site_labels)},
-        )
-    prim = conv.get_primitive_structure(use_site_props=True)
-    expected = fam.atoms_per_formula_unit * fam.z_conventional // _centring(fam)
-    if len(prim) != expected:
-        raise ValueError(f"{fam.name}: primitive cell has {len(prim)} sites, expected {expected}")
+    conv = _conventional(fam, a, [occupancy[s.label][0].element for s in fam.sites], [coords[s.label] for s in fam.sites])
+    prim = _primitive(conv, fam)
     order = {label: i for i, label in enumerate(fam.site_labels)}
     sites = sorted(prim, key=lambda s: (order[s.properties["site_label"]], *np.round(s.frac_coords % 1.0, 6)))
     species, frac, labels, oxi = [], [], [], []
@@ -200,9 +185,56 @@ def build_prototype(row: Mapping[str, Any]) -> Structure:
     return Structure(prim.lattice, species, frac, site_properties={"site_label": labels, "oxidation": oxi})
 
 
-def _centring(fam: Family) -> int:
-    """Lattice points per conventional cell (P 1, F 4, I 2)."""
-    return {"P": 1, "F": 4, "I": 2}[fam.spacegroup[0]]
+@lru_cache(maxsize=None)
+def _space_group(symbol: str) -> SpaceGroup:
+    """pymatgen's SpaceGroup, built once (building it takes about 1 s for Fd-3m / Fm-3m)."""
+    return SpaceGroup(symbol)
+
+
+def _conventional(fam: Family, a: float, species: list[str], coords: list[tuple[float, float, float]]) -> Structure:
+    """The conventional cubic cell: the orbit of each representative site under the space group
+    (what ``Structure.from_spacegroup`` does, with the space group cached)."""
+    group = _space_group(fam.spacegroup)
+    all_species, all_coords, labels = [], [], []
+    for site, sp, c in zip(fam.sites, species, coords):
+        orbit = group.get_orbit(np.asarray(c, dtype=float), tol=1e-5)
+        all_species += [sp] * len(orbit)
+        all_coords += list(orbit)
+        labels += [site.label] * len(orbit)
+    return Structure(Lattice.cubic(a), all_species, all_coords, site_properties={"site_label": labels})
+
+
+#: Primitive vectors of the centred cubic lattices in units of the conventional a (the standard
+#: rhombohedral settings: F 60 degrees, I 109.47 degrees).
+_PRIMITIVE_VECTORS = {
+    "P": np.eye(3),
+    "F": np.array([[0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]]),
+    "I": np.array([[-0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.5, 0.5, -0.5]]),
+}
+_LATTICE_POINTS = {"P": 1, "F": 4, "I": 2}  #: lattice points per conventional cell
+
+
+def _primitive(conv: Structure, fam: Family) -> Structure:
+    """The primitive cell of a centred cubic conventional cell, by the fixed centring transformation.
+
+    Much faster than ``Structure.get_primitive_structure`` (no lattice-point search; 40x for the
+    160-atom garnet) and always the same setting.
+    """
+    lattice = Lattice(_PRIMITIVE_VECTORS[fam.spacegroup[0]] * conv.lattice.a)
+    frac = np.round(lattice.get_fractional_coords(conv.cart_coords) % 1.0, 6) % 1.0
+    seen: dict[tuple, int] = {}
+    for i, (f, label) in enumerate(zip(frac, conv.site_properties["site_label"])):
+        seen.setdefault((label, *f), i)
+    keep = sorted(seen.values())
+    expected = fam.atoms_per_formula_unit * fam.z_conventional // _LATTICE_POINTS[fam.spacegroup[0]]
+    if len(keep) != expected:
+        raise ValueError(f"{fam.name}: primitive cell has {len(keep)} sites, expected {expected}")
+    return Structure(
+        lattice,
+        [conv[i].species for i in keep],
+        frac[keep],
+        site_properties={"site_label": [conv.site_properties["site_label"][i] for i in keep]},
+    )
 
 
 def _split(ions: tuple, n_sites: int, where: str) -> list[tuple[Any, int]]:
