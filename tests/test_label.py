@@ -27,3 +27,246 @@ def test_unsupported_elements_follows_settings() -> None:
 def test_resolve_settings_rejects_unknown_key() -> None:
     with pytest.raises(ConfigError, match="label"):
         label.resolve_settings({"xcc": "pbe"})
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Lattice, Structure
+
+from matscreen import label_pyscf, label_refs, tables
+from matscreen.ids import structure_id
+
+#: PySCF's own regression settings (pyscf/pbc/dft/test/test_krks.py, 2.x): diamond primitive cell,
+#: gth-szv / gth-pade / lda,vwn, FFT mesh 17^3, plain FFTDF, no smearing, integer occupations,
+#: PySCF's default cell.precision 1e-8. conv_tol 1e-9 so the SCF is converged far below 1e-6 Ha.
+PYSCF_DIAMOND = {
+    "xc": "lda,vwn", "basis": "gth-szv", "pseudo": "gth-pade", "mesh": [17, 17, 17], "precision": 1e-8,
+    "density_fit": "fftdf", "smearing": {"width": 0}, "spin": {"mode": "restricted"}, "conv_tol": 1e-9,
+    "failure_ladder": [],
+}
+
+
+def diamond_primitive() -> Structure:
+    """The cell of PySCF's make_primitive_cell (Cartesian Å)."""
+    lat = Lattice([[0, 1.7834, 1.7834], [1.7834, 0, 1.7834], [1.7834, 1.7834, 0]])
+    return Structure(lat, ["C", "C"], [[0, 0, 0], [0.8917, 0.8917, 0.8917]], coords_are_cartesian=True)
+
+
+def srtio3() -> Structure:
+    return Structure(Lattice.cubic(3.905), ["Sr", "Ti", "O", "O", "O"],
+                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def write_targets(path: Path, structures: list[Structure]) -> list[str]:
+    """A LABEL_TARGETS table (contract-checked) holding ``structures``."""
+    rows = []
+    for st in structures:
+        row = {c: None for c in tables.LABEL_TARGETS.column_names}
+        row.update(structure_id=structure_id(st), origin="ingest", family="other", formula=st.composition.formula,
+                   nsites=len(st), structure=json.dumps(st.as_dict()))
+        rows.append(row)
+    tables.write_table(pd.DataFrame(rows), path, tables.LABEL_TARGETS)
+    return [r["structure_id"] for r in rows]
+
+
+# --- settings, hash, resources ---------------------------------------------------------------
+
+
+def test_settings_hash_covers_physics_only() -> None:
+    base = label.settings_hash({})
+    assert base == label.settings_hash(label.resolve_settings({}))  # defaults filled first
+    for knob in ({"store": "elsewhere"}, {"max_memory_mb": 999}, {"resources": {"threads": 2}},
+                 {"select": {"candidates": 3}}):
+        assert label.settings_hash(knob) == base, knob
+    for knob in ({"xc": "pbe"}, {"kpoints": {"kdensity": 2.0}}, {"smearing": {"width": 0.0}},
+                 {"ke_cutoff": 120}, {"failure_ladder": []}):
+        assert label.settings_hash(knob) != base, knob
+
+
+def test_kmesh_from_density_and_explicit() -> None:
+    s = label.resolve_settings({})
+    assert label_pyscf.kmesh_for(srtio3(), s) == [2, 2, 2]  # shipped default: 2x2x2 for a 3.9 A perovskite
+    big = Structure(Lattice.orthorhombic(4.0, 8.0, 16.0), ["Si"], [[0, 0, 0]])
+    assert label_pyscf.kmesh_for(big, s) == [2, 1, 1]
+    assert label_pyscf.kmesh_for(big, label.resolve_settings({"kpoints": {"kmesh": [3, 3, 1]}})) == [3, 3, 1]
+
+
+def test_resources_grow_with_cell_and_attempt() -> None:
+    spinel = Structure.from_spacegroup("Fd-3m:2", Lattice.cubic(8.08), ["Mg", "Al", "O"],
+                                       [[0.125, 0.125, 0.125], [0.5, 0.5, 0.5], [0.2624, 0.2624, 0.2624]]).get_primitive_structure()
+    assert len(spinel) == 14
+    small = label.estimate_resources(srtio3(), {})
+    large = label.estimate_resources(spinel, {"resources": {"min_mem_mb": 100, "min_runtime": 1}})
+    small_unfloored = label.estimate_resources(srtio3(), {"resources": {"min_mem_mb": 100, "min_runtime": 1}})
+    assert {"mem_mb", "runtime", "threads"} <= set(small)
+    assert large["mem_mb"] > small_unfloored["mem_mb"] and large["runtime"] >= small_unfloored["runtime"]
+    assert small["mem_mb"] >= 1000 and small["runtime"] >= 5  # config floors
+    r2, r3 = label.scale_resources(small, 2), label.scale_resources(small, 3)
+    assert small["mem_mb"] < r2["mem_mb"] < r3["mem_mb"] and small["runtime"] < r2["runtime"] < r3["runtime"]
+    assert label.scale_resources(small, 1) == small and r3["threads"] == small["threads"]
+
+
+def test_attempt_plan_forces_1e_for_sc_and_y() -> None:
+    s = label.resolve_settings({})
+    sc = Structure(Lattice.cubic(4.0), ["Sc", "N"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    plan = label_pyscf.attempt_plan(sc, s)
+    assert plan[0]["init_guess"] == "1e"
+    assert label_pyscf.attempt_plan(srtio3(), s)[0]["init_guess"] == "minao"
+    assert len(plan) == 1 + len(s["failure_ladder"])
+
+
+# --- element references ----------------------------------------------------------------------
+
+
+def test_every_reference_phase_builds_with_sane_geometry() -> None:
+    s = label.resolve_settings({})
+    table = label_refs.load_reference_table(s["references"]["file"])
+    required = ("Li Na K Rb Cs Be Mg Ca Sr Ba Sc Ti V Cr Mn Fe Co Ni Cu Zn Y Zr Nb Mo Ru Rh Pd Ag Cd "
+                "Hf Ta W Re Os Ir Pt Au Al Ga In Sn Pb Bi Sb Si Ge O S Se F Cl Br I N H").split()
+    assert not [el for el in required if el not in table]
+    assert label.unsupported_elements(table, s) == []  # the default basis covers every listed element
+    for el in table:
+        ph = label_refs.build_reference(el, s["references"]["file"], 10.0)
+        assert {sp.symbol for sp in ph.structure.composition.elements} == {el}
+        d = ph.structure.distance_matrix + np.eye(len(ph.structure)) * 99 if len(ph.structure) > 1 else None
+        nn = d.min() if d is not None else min(ph.structure.lattice.abc)
+        assert 0.7 < nn < 6.1, (el, nn)  # H2 0.74 A ... Cs bcc 5.2 A
+    o = label_refs.build_reference("O", s["references"]["file"], 10.0)
+    assert o.molecule and o.spin == 2
+    assert label.compute_reference("Xe", s)["status"] == "unsupported"  # not in the file: recorded, not raised
+
+
+def test_formation_energy_arithmetic_and_missing_reference() -> None:
+    labels = pd.DataFrame({"structure_id": ["a", "b"], "settings_hash": ["h", "h"], "formula": ["Sr1 Ti1 O3", "Mg1 Al2 O4"],
+                           "energy_ha": [-137.0, -262.0], "status": ["ok", "ok"]})
+    refs = pd.DataFrame({"element": ["Sr", "Ti", "O"], "settings_hash": ["h"] * 3,
+                         "energy_per_atom_ha": [-30.6, -58.1, -15.86], "status": ["ok"] * 3})
+    ef = label.formation_energies(labels, refs)
+    expected = (-137.0 - (-30.6 - 58.1 - 3 * 15.86)) * label_pyscf.HARTREE_EV / 5
+    assert ef[0] == pytest.approx(expected, rel=1e-12)
+    assert pd.isna(ef[1])  # Mg and Al references missing
+
+
+# --- PySCF's own regression energies through matscreen ------------------------------------------
+
+
+def test_reproduces_pyscf_diamond_gamma_via_label_files(tmp_path: Path) -> None:
+    """test_klda8_primitive_gamma asserts -10.221426445656439 Ha; through `matscreen label`."""
+    cif = tmp_path / "diamond.json"
+    diamond_primitive().to(filename=str(cif))
+    settings = {**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1], "reference_kdensity": 0.3},
+                "store": str(tmp_path / "store")}
+    label.label_files([str(cif)], str(tmp_path / "labels.parquet"), settings)
+    out = tables.read_table(tmp_path / "labels.parquet", tables.LABELS)
+    assert out["status"].tolist() == ["ok"]
+    assert out["energy_ha"][0] == pytest.approx(-10.221426445656439, abs=1e-6)
+    assert out["kmesh"][0] == "1x1x1" and out["gap_ev"][0] > 0
+    refs = tables.read_table(label.references_path_for(tmp_path / "labels.parquet"), tables.REFERENCES)
+    assert refs["element"].tolist() == ["C"] and refs["status"][0] == "ok"
+    # the structure is C's own reference phase (diamond, a = 3.567 A in the YAML vs PySCF's
+    # 3.5668 A), at the same Gamma mesh: formation energy close to 0 but not exactly 0
+    assert 0 < abs(out["formation_energy_ev_per_atom"][0]) < 0.01
+
+
+@pytest.mark.slow
+def test_reproduces_pyscf_diamond_shifted_222_via_run_structure(tmp_path: Path) -> None:
+    """test_klda8_primitive_kpt_222 (make_kpts([2]*3, with_gamma_point=False)) asserts -11.353643583707452 Ha."""
+    (sid,) = write_targets(tmp_path / "targets.parquet", [diamond_primitive()])
+    settings = {**PYSCF_DIAMOND, "kpoints": {"kmesh": [2, 2, 2], "with_gamma_point": False},
+                "store": str(tmp_path / "store")}
+    label.run_structure(str(tmp_path / "targets.parquet"), sid, str(tmp_path / "one.parquet"), settings)
+    row = tables.read_table(tmp_path / "one.parquet", tables.LABELS).iloc[0]
+    assert row["status"] == "ok" and row["energy_ha"] == pytest.approx(-11.353643583707452, abs=1e-6)
+    assert pd.isna(row["formation_energy_ev_per_atom"])  # filled only by gather
+
+
+# --- preflight, ladder, cache, atomicity ---------------------------------------------------------
+
+
+def test_preflight_unsupported_names_element_without_scf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_scf(*a: object, **k: object) -> None:
+        raise AssertionError("SCF must not run for an unsupported structure")
+
+    monkeypatch.setattr(label_pyscf, "run_scf", no_scf)
+    lao = Structure(Lattice.cubic(3.79), ["La", "Al", "O", "O", "O"],
+                    [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    (sid,) = write_targets(tmp_path / "t.parquet", [lao])
+    label.run_structure(str(tmp_path / "t.parquet"), sid, str(tmp_path / "o.parquet"), {"store": str(tmp_path / "st")})
+    row = tables.read_table(tmp_path / "o.parquet", tables.LABELS).iloc[0]
+    assert row["status"] == "unsupported" and "La" in row["error"] and pd.isna(row["energy_ha"])
+
+
+def test_failure_ladder_records_failed_with_reason(tmp_path: Path) -> None:
+    settings = {**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1]}, "max_cycle": 1, "conv_tol": 1e-12,
+                "failure_ladder": [{"damp": 0.5, "max_cycle": 1}, {"init_guess": "1e", "max_cycle": 1}],
+                "store": str(tmp_path / "store")}
+    row = label.compute_label(diamond_primitive(), "s-x", label.resolve_settings(settings))
+    assert row["status"] == "failed" and row["converged"] is False
+    assert row["attempts"] == 3 and "attempt 3" in row["error"] and "not converged" in row["error"]
+    assert pd.isna(row["energy_ha"])
+    # a ladder step with enough cycles rescues it: attempt 2 converges to PySCF's energy
+    rescue = {**settings, "failure_ladder": [{"max_cycle": 50}]}
+    row = label.compute_label(diamond_primitive(), "s-x", label.resolve_settings(rescue))
+    assert row["status"] == "ok" and row["attempts"] == 2
+    assert row["energy_ha"] == pytest.approx(-10.221426445656439, abs=1e-6)
+
+
+def test_crashing_attempt_is_recorded_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception inside PySCF (like minao's IndexError for Sc/Y) is one failed attempt."""
+    real = label_pyscf.make_scf
+    calls = []
+
+    def flaky(cell, kmesh, settings, unrestricted, fix_spin=False):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            raise IndexError("index 3 is out of bounds (simulated minao_basis crash)")
+        return real(cell, kmesh, settings, unrestricted, fix_spin)
+
+    monkeypatch.setattr(label_pyscf, "make_scf", flaky)
+    s = label.resolve_settings({**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1]}, "failure_ladder": [{"init_guess": "1e"}]})
+    res = label_pyscf.run_scf(diamond_primitive(), s)
+    assert res.status == "ok" and res.attempts == 2 and "IndexError" in res.history[0]["error"]
+
+
+def test_store_hit_is_copied_not_recomputed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = {**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1]}, "store": str(tmp_path / "store")}
+    (sid,) = write_targets(tmp_path / "t.parquet", [diamond_primitive()])
+    calls: list[int] = []
+    real = label_pyscf.run_scf
+    monkeypatch.setattr(label_pyscf, "run_scf", lambda *a, **k: calls.append(1) or real(*a, **k))
+    label.run_structure(str(tmp_path / "t.parquet"), sid, str(tmp_path / "a.parquet"), settings)
+    label.run_structure(str(tmp_path / "t.parquet"), sid, str(tmp_path / "b.parquet"), settings)
+    assert calls == [1]
+    a = tables.read_table(tmp_path / "a.parquet", tables.LABELS)
+    b = tables.read_table(tmp_path / "b.parquet", tables.LABELS)
+    pd.testing.assert_frame_equal(a, b)
+    assert label.store_path(settings, "structures", sid).is_file()
+    # another setting is another entry: computed again
+    label.run_structure(str(tmp_path / "t.parquet"), sid, str(tmp_path / "c.parquet"), {**settings, "conv_tol": 1e-8})
+    assert calls == [1, 1]
+
+
+def test_killed_job_leaves_no_store_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = {**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1]}, "store": str(tmp_path / "store")}
+    st = diamond_primitive()
+    sid = structure_id(st)
+    real_write = tables.pq.write_table
+
+    def dies_midway(table, where, **kw):  # type: ignore[no-untyped-def]
+        Path(where).write_bytes(b"PAR1 half a file")  # the bytes of a write that gets killed
+        raise KeyboardInterrupt  # SIGINT / scheduler kill while writing
+
+    monkeypatch.setattr(tables.pq, "write_table", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        label.label_structure(st, sid, tmp_path / "out.parquet", settings)
+    entry = label.store_path(settings, "structures", sid)
+    assert not entry.exists() and not (tmp_path / "out.parquet").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no temporary left behind either
+    monkeypatch.setattr(tables.pq, "write_table", real_write)
+    assert label.label_structure(st, sid, tmp_path / "out.parquet", settings) is False  # recomputed, not a hit
+    assert entry.is_file()

@@ -14,14 +14,26 @@ Snakemake rules call.
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import math
+import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from pymatgen.core import Structure
+
+from matscreen import tables
 from matscreen.config import ConfigError, _with_defaults, load_schema, semantic_check
-from matscreen.provenance import stable_hash
+from matscreen.provenance import provenance, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -140,3 +152,365 @@ def _is_element(symbol: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# --- rows, store, atomic copies ---------------------------------------------------------------
+
+
+def _pyscf_version() -> str:
+    import pyscf
+
+    return str(pyscf.__version__)
+
+
+def _label_row(structure: Structure, structure_id: str, shash: str, **values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {c: None for c in tables.LABELS.column_names}
+    row.update(structure_id=structure_id, settings_hash=shash, formula=structure.composition.formula,
+               nsites=len(structure), pyscf_version=_pyscf_version())
+    row.update(values)
+    return row
+
+
+def _write_rows(rows: list[dict[str, Any]], path: str | os.PathLike[str], table: tables.Table,
+                settings: Mapping[str, Any], config_hash: str) -> None:
+    df = tables.conform(pd.DataFrame(rows, columns=table.column_names), table)
+    tables.write_table(df, path, table, provenance("label", physical_settings(settings), config_hash))
+
+
+def store_path(settings: Mapping[str, Any], kind: str, key: str) -> Path:
+    """Where the store keeps one entry: ``<store>/<settings_hash>/<kind>/<key>.parquet``.
+
+    ``kind`` is ``structures`` or ``references``. The store directory is a Parquet dataset
+    (readable with ``pyarrow.dataset`` per settings hash); relative paths are taken from the
+    current directory, i.e. the Snakemake working directory, like every other output path.
+    """
+    s = resolve_settings(settings)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
+    return Path(s["store"]) / settings_hash(s) / kind / f"{safe}.parquet"
+
+
+def _atomic_copy(src: Path, dst: str | os.PathLike[str]) -> None:
+    """Copy ``src`` to ``dst`` through a temporary file in ``dst``'s folder and a rename."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _store_hit(entry: Path, table: tables.Table) -> bool:
+    """True when the store holds a readable, contract-conforming entry (never a half file:
+    entries are only ever created by rename)."""
+    if not entry.is_file():
+        return False
+    try:
+        tables.read_table(entry, table)
+    except tables.ContractError as exc:
+        log.warning("label store entry %s is unreadable (%s): recomputing it", entry, exc)
+        return False
+    return True
+
+
+# --- one structure ------------------------------------------------------------------------------
+
+
+def compute_label(structure: Structure, structure_id: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """One LABELS row for ``structure``, computed now (no store): preflight, SCF ladder, gap.
+
+    Returns status ``unsupported`` (element or disorder named in ``error``) without any SCF,
+    ``failed`` when every ladder attempt failed, else ``ok``. Never raises for SCF trouble.
+    """
+    from matscreen.label_pyscf import HARTREE_EV, kmesh_for, kmesh_str, run_scf
+
+    s = resolve_settings(settings)
+    shash = settings_hash(s)
+    if not structure.is_ordered:
+        return _label_row(structure, structure_id, shash, status="unsupported", converged=False,
+                          error="disordered structure (partial occupancies): label an ordered approximant")
+    bad = unsupported_elements([el.symbol for el in structure.composition.elements], s)
+    if bad:
+        return _label_row(structure, structure_id, shash, status="unsupported", converged=False,
+                          kmesh=kmesh_str(kmesh_for(structure, s)),
+                          error=f"no basis/pseudopotential for {', '.join(bad)} in basis {s['basis']!r} / pseudo {s['pseudo']!r}")
+    res = run_scf(structure, s)
+    return _label_row(
+        structure, structure_id, shash,
+        energy_ha=res.energy_ha,
+        energy_per_atom_ev=None if res.energy_ha is None else res.energy_ha * HARTREE_EV / len(structure),
+        gap_ev=res.gap_ev, converged=res.converged, status=res.status, error=res.error,
+        scf_cycles=res.scf_cycles, attempts=res.attempts, wall_s=res.wall_s, max_rss_mb=res.max_rss_mb,
+        kmesh=res.kmesh,
+    )
+
+
+def label_structure(structure: Structure, structure_id: str, out_path: str | os.PathLike[str],
+                    settings: Mapping[str, Any], config_hash: str = "") -> bool:
+    """Write ``structure``'s one-row LABELS file to ``out_path``, through the label store.
+
+    A store hit is copied (atomically), never recomputed; a miss is computed, written to the
+    store by rename and then copied. ``unsupported`` rows are not stored (they cost nothing).
+    Returns True when the result came from the store.
+    """
+    s = resolve_settings(settings)
+    entry = store_path(s, "structures", structure_id)
+    if _store_hit(entry, tables.LABELS):
+        log.info("%s: label store hit %s", structure_id, entry)
+        _atomic_copy(entry, out_path)
+        return True
+    log.info("%s (%s, %d atoms): computing label, settings %s", structure_id,
+             structure.composition.reduced_formula, len(structure), settings_hash(s))
+    row = compute_label(structure, structure_id, s)
+    if row["status"] == "unsupported":
+        _write_rows([row], out_path, tables.LABELS, s, config_hash)
+        return False
+    _write_rows([row], entry, tables.LABELS, s, config_hash)
+    _atomic_copy(entry, out_path)
+    return False
+
+
+def _read_target(targets_path: str, structure_id: str) -> Structure:
+    df = pq.read_table(targets_path, columns=["structure_id", "structure"],
+                       filters=[("structure_id", "==", structure_id)]).to_pandas()
+    if df.empty:
+        raise KeyError(f"{targets_path}: no row with structure_id {structure_id!r}")
+    try:
+        return Structure.from_dict(json.loads(df["structure"].iloc[0]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{targets_path}: structure of {structure_id!r} is not a pymatgen Structure JSON ({exc})") from exc
+
+
+def run_structure(targets_path: str, structure_id: str, out_path: str, settings: dict, config_hash: str = "") -> None:
+    """Snakemake job: label one structure of a LABEL_TARGETS table into a one-row LABELS file."""
+    structure = _read_target(targets_path, structure_id)
+    label_structure(structure, structure_id, out_path, settings, config_hash)
+
+
+# --- element references -------------------------------------------------------------------------
+
+
+def reference_elements(targets: pd.DataFrame) -> list[str]:
+    """Elements whose reference energies the targets' formation energies need (sorted)."""
+    from pymatgen.core import Composition
+
+    out: set[str] = set()
+    for formula in targets["formula"].dropna().unique():
+        out.update(el.symbol for el in Composition(formula).elements)
+    return sorted(out)
+
+
+def compute_reference(element: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """One REFERENCES row for ``element``, computed now (no store)."""
+    from matscreen.label_pyscf import kmesh_for, kmesh_str, run_scf
+    from matscreen.label_refs import build_reference, load_reference_table
+
+    s = resolve_settings(settings)
+    row: dict[str, Any] = {c: None for c in tables.REFERENCES.column_names}
+    row.update(element=element, settings_hash=settings_hash(s), pyscf_version=_pyscf_version())
+    refs = s["references"]
+    if element not in load_reference_table(refs["file"]):
+        row.update(status="unsupported", error=f"no reference phase for {element} in {refs['file']}")
+        return row
+    phase = build_reference(element, refs["file"], float(refs["box_ang"]))
+    row["reference"] = phase.description
+    bad = unsupported_elements([element], s)
+    if bad:
+        row.update(status="unsupported", error=f"no basis/pseudopotential for {element} in basis {s['basis']!r} / pseudo {s['pseudo']!r}")
+        return row
+    if phase.molecule:
+        run_settings = copy.deepcopy(s)
+        run_settings["kpoints"]["with_gamma_point"] = True
+        res = run_scf(phase.structure, run_settings, kmesh=[1, 1, 1], spin=phase.spin, unrestricted=bool(phase.spin))
+    else:
+        kmesh = kmesh_for(phase.structure, s, kdensity=float(s["kpoints"]["reference_kdensity"]))
+        res = run_scf(phase.structure, s, kmesh=kmesh)
+    row.update(
+        energy_per_atom_ha=None if res.energy_ha is None else res.energy_ha / len(phase.structure),
+        status=res.status, error=res.error, kmesh=kmesh_str([1, 1, 1]) if phase.molecule else res.kmesh,
+        wall_s=res.wall_s,
+    )
+    return row
+
+
+def label_reference(element: str, out_path: str | os.PathLike[str], settings: Mapping[str, Any], config_hash: str = "") -> bool:
+    """Write ``element``'s one-row REFERENCES file through the store; True on a store hit."""
+    s = resolve_settings(settings)
+    entry = store_path(s, "references", element)
+    if _store_hit(entry, tables.REFERENCES):
+        log.info("%s: reference store hit %s", element, entry)
+        _atomic_copy(entry, out_path)
+        return True
+    log.info("%s: computing reference, settings %s", element, settings_hash(s))
+    row = compute_reference(element, s)
+    if row["status"] == "unsupported":
+        _write_rows([row], out_path, tables.REFERENCES, s, config_hash)
+        return False
+    _write_rows([row], entry, tables.REFERENCES, s, config_hash)
+    _atomic_copy(entry, out_path)
+    return False
+
+
+def run_reference(element: str, out_path: str, settings: dict, config_hash: str = "") -> None:
+    """Snakemake job: one element's reference energy into a one-row REFERENCES file."""
+    label_reference(element, out_path, settings, config_hash)
+
+
+# --- gather -------------------------------------------------------------------------------------
+
+
+def formation_energies(labels: pd.DataFrame, references: pd.DataFrame) -> pd.Series:
+    """formation_energy_ev_per_atom for each label row (null unless the row and all of its
+    elements' references are ``ok`` under the same settings hash).
+
+    E_f = (E_cell - sum_el n_el E_ref(el)) / N_atoms, converted Hartree -> eV.
+    """
+    from pymatgen.core import Composition
+
+    from matscreen.label_pyscf import HARTREE_EV
+
+    ok_refs = references[references["status"] == "ok"]
+    ref = {(r.element, r.settings_hash): float(r.energy_per_atom_ha) for r in ok_refs.itertuples()}
+    out = []
+    for r in labels.itertuples():
+        value = None
+        if r.status == "ok" and r.energy_ha is not None and not pd.isna(r.energy_ha):
+            comp = Composition(r.formula).element_composition
+            keys = [(el.symbol, r.settings_hash) for el in comp.elements]
+            missing = [k[0] for k in keys if k not in ref]
+            if missing:
+                log.warning("%s: no ok reference for %s: formation energy left null", r.structure_id, ", ".join(missing))
+            else:
+                e_ref = sum(comp[el] * ref[(el.symbol, r.settings_hash)] for el in comp.elements)
+                value = (float(r.energy_ha) - e_ref) * HARTREE_EV / comp.num_atoms
+        out.append(value)
+    return pd.Series(out, index=labels.index, dtype="float64")
+
+
+def gather(label_paths: list[str], reference_paths: list[str], labels_out: str, references_out: str,
+           settings: dict, config_hash: str = "") -> None:
+    """Concatenate per-job rows, fill formation energies, write the LABELS and REFERENCES tables."""
+    labels = tables.read_tables(label_paths, tables.LABELS)
+    refs = tables.read_tables(reference_paths, tables.REFERENCES)
+    labels = labels.drop_duplicates(list(tables.LABELS.key), keep="last").reset_index(drop=True)
+    refs = refs.drop_duplicates(list(tables.REFERENCES.key), keep="last").reset_index(drop=True)
+    labels["formation_energy_ev_per_atom"] = formation_energies(labels, refs)
+    counts = labels["status"].value_counts().to_dict()
+    log.info("gathered %d labels %s, %d references, %d formation energies", len(labels), counts, len(refs),
+             int(labels["formation_energy_ev_per_atom"].notna().sum()))
+    s = resolve_settings(settings)
+    tables.write_table(labels, labels_out, tables.LABELS, provenance("label", physical_settings(s), config_hash))
+    tables.write_table(refs, references_out, tables.REFERENCES, provenance("label", physical_settings(s), config_hash))
+
+
+# --- command line: label files sequentially -------------------------------------------------------
+
+
+def read_structures(inputs: Iterable[str]) -> list[tuple[str, Structure]]:
+    """(structure_id, Structure) from structures/targets Parquet files (column ``structure``,
+    ids from ``structure_id`` when present) or structure files pymatgen reads (CIF, POSCAR, JSON)."""
+    from matscreen.ids import structure_id as make_id
+
+    out: list[tuple[str, Structure]] = []
+    for path in inputs:
+        if str(path).endswith(".parquet"):
+            df = pd.read_parquet(path)
+            if "structure" not in df.columns:
+                raise ValueError(f"{path}: no 'structure' column (expected a structures or label-targets table)")
+            for i, r in df.iterrows():
+                st = Structure.from_dict(json.loads(r["structure"]))
+                sid = r["structure_id"] if "structure_id" in df.columns and isinstance(r["structure_id"], str) else make_id(st)
+                out.append((sid, st))
+        else:
+            try:
+                st = Structure.from_file(path)
+            except Exception as exc:
+                raise ValueError(f"{path}: pymatgen cannot read a structure ({type(exc).__name__}: {exc})") from exc
+            out.append((make_id(st), st))
+    return out
+
+
+def references_path_for(out_path: str | os.PathLike[str]) -> Path:
+    """Where :func:`label_files` writes the references: ``<out stem>_references.parquet``."""
+    p = Path(out_path)
+    return p.with_name(p.stem + "_references.parquet")
+
+
+def label_files(inputs: list[str], out_path: str, settings: dict, config_hash: str = "") -> None:
+    """``matscreen label``: label structures sequentially (through the store), then compute the
+    references of their elements and the formation energies; write LABELS to ``out_path`` and
+    REFERENCES to :func:`references_path_for` (``<out stem>_references.parquet``)."""
+    s = resolve_settings(settings)
+    items = read_structures(inputs)
+    with tempfile.TemporaryDirectory(prefix="matscreen-label-") as tmp:
+        label_paths, ref_paths, seen = [], [], set()
+        for n, (sid, st) in enumerate(items, start=1):
+            if sid in seen:
+                continue
+            seen.add(sid)
+            log.info("structure %d/%d: %s %s", n, len(items), sid, st.composition.reduced_formula)
+            p = Path(tmp) / f"label-{len(label_paths)}.parquet"
+            label_structure(st, sid, p, s, config_hash)
+            label_paths.append(str(p))
+        labels = tables.read_tables(label_paths, tables.LABELS)
+        for el in reference_elements(labels[labels["status"] == "ok"]):
+            p = Path(tmp) / f"ref-{el}.parquet"
+            label_reference(el, p, s, config_hash)
+            ref_paths.append(str(p))
+        gather(label_paths, ref_paths, out_path, str(references_path_for(out_path)), s, config_hash)
+
+
+# --- cluster resources ----------------------------------------------------------------------------
+
+
+def estimate_resources(structure: Structure, settings: dict) -> dict:
+    """``mem_mb``, ``runtime`` (minutes) and ``threads`` for one label job of ``structure``.
+
+    From the cell PySCF would build (atomic orbitals ``nao``, FFT mesh points ``ngrid``), the
+    k-point count ``nk`` and spin channels: memory = 300 MB (Python, PySCF, libraries) + k-point
+    matrices (nspin * nk * nao^2 complex, about 40 copies: density, Fock, core, overlap,
+    orbitals, DIIS history) + grid arrays (about 12 real arrays of ngrid); runtime = 30 cycles x
+    a cost per cycle calibrated on this machine (``benchmarks/label.py``), both times
+    ``resources.safety`` and floored at ``min_mem_mb`` / ``min_runtime``. Also returns
+    ``attempt_factor`` for :func:`scale_resources`.
+    """
+    from matscreen.label_pyscf import build_cell, kmesh_for, use_unrestricted
+
+    s = resolve_settings(settings)
+    r = s["resources"]
+    cell = build_cell(structure, s)
+    nao = int(cell.nao_nr())
+    ngrid = int(np.prod(cell.mesh))
+    nk = int(np.prod(kmesh_for(structure, s)))
+    nspin = 2 if use_unrestricted(structure, s) else 1
+    mem = 300 + (nspin * nk * nao**2 * 16 * 40 + ngrid * 8 * 12) / 1e6
+    seconds = 30 * _seconds_per_cycle(nao, ngrid, nk, nspin, s["density_fit"])
+    return {
+        "mem_mb": int(max(r["min_mem_mb"], math.ceil(mem * r["safety"]))),
+        "runtime": int(max(r["min_runtime"], math.ceil(seconds * r["safety"] / 60))),
+        "threads": int(r["threads"]),
+        "attempt_factor": float(r["attempt_factor"]),
+    }
+
+
+#: Seconds per SCF cycle per k-point and spin channel per (nao * ngrid) for each integral scheme,
+#: fitted on this machine (1 thread) by benchmarks/label.py; multigrid is the measured default.
+_CYCLE_COST = {"multigrid": 4.0e-9, "fftdf": 6.0e-8, "gdf": 4.0e-8, "rsdf": 4.0e-8}
+
+
+def _seconds_per_cycle(nao: int, ngrid: int, nk: int, nspin: int, density_fit: str) -> float:
+    return 0.2 + _CYCLE_COST[density_fit] * nspin * nk * nao * ngrid
+
+
+def scale_resources(res: dict, attempt: int) -> dict:
+    """Resources for Snakemake retry ``attempt`` (1 = first): memory and runtime times
+    ``attempt_factor ** (attempt - 1)`` (``res['attempt_factor']``, else the config default)."""
+    factor = float(res.get("attempt_factor") or resolve_settings({})["resources"]["attempt_factor"])
+    f = factor ** max(0, int(attempt) - 1)
+    out = dict(res)
+    out["mem_mb"] = int(math.ceil(res["mem_mb"] * f))
+    out["runtime"] = int(math.ceil(res["runtime"] * f))
+    return out

@@ -1,0 +1,312 @@
+"""The PySCF side of the label stage: cell, k-points, SCF object, failure ladder, gap.
+
+Plain functions of a pymatgen ``Structure`` and the resolved ``label:`` settings, so they run
+without Snakemake and the Snakemake jobs, the CLI, the tests and the benchmark all go through
+exactly the same code. Nothing here re-implements PySCF: it only translates settings into
+PySCF objects, the way PySCF's own regression tests build them (``pyscf/pbc/dft/test``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pymatgen.core import Structure
+
+log = logging.getLogger(__name__)
+
+HARTREE_EV = 27.211386245988  # CODATA 2018, as pyscf.data.nist.HARTREE2EV
+
+
+# --- k-points and cell --------------------------------------------------------------------
+
+
+def kmesh_for(structure: Structure, settings: Mapping[str, Any], kdensity: float | None = None) -> list[int]:
+    """The Monkhorst-Pack mesh for ``structure``.
+
+    An explicit ``kpoints.kmesh`` wins; otherwise n_i = max(1, ceil(kdensity * |b_i|)) with the
+    reciprocal lattice vectors b_i in 1/Å including the 2π factor (pymatgen's
+    ``reciprocal_lattice``). ``kdensity`` overrides ``kpoints.kdensity`` (element references).
+    """
+    kp = settings["kpoints"]
+    if kp["kmesh"] is not None and kdensity is None:
+        return [int(n) for n in kp["kmesh"]]
+    dens = float(kdensity if kdensity is not None else kp["kdensity"])
+    return [max(1, math.ceil(dens * b - 1e-9)) for b in structure.lattice.reciprocal_lattice.abc]
+
+
+def kmesh_str(kmesh: Sequence[int]) -> str:
+    return "x".join(str(int(n)) for n in kmesh)
+
+
+def build_cell(structure: Structure, settings: Mapping[str, Any], spin: int | None = None, verbose: int = 0) -> Any:
+    """A built ``pyscf.pbc.gto.Cell`` of ``structure`` (Å, Cartesian) with the settings' basis etc.
+
+    ``spin`` is 2S of the cell (molecules in a box, or the electron-count parity of an
+    unrestricted solid); by default 0, which restricted k-point and smeared calculations need
+    even for odd-electron metals (PySCF's parity warning is silenced: occupations come from
+    smearing or from the k-point count, not from ``spin``).
+    """
+    import warnings
+
+    from pyscf.pbc import gto
+
+    cell = gto.Cell()
+    cell.unit = "A"
+    cell.a = np.asarray(structure.lattice.matrix, dtype=float)
+    cell.atom = [[site.specie.symbol, tuple(float(x) for x in site.coords)] for site in structure]
+    cell.basis = settings["basis"]
+    if settings["pseudo"] is not None:
+        cell.pseudo = settings["pseudo"]
+    if settings["mesh"] is not None:
+        cell.mesh = [int(n) for n in settings["mesh"]]
+    else:
+        cell.ke_cutoff = float(settings["ke_cutoff"])
+    cell.precision = float(settings["precision"])
+    cell.max_memory = int(settings["max_memory_mb"])
+    cell.verbose = verbose
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # parity warning: fixed below, before anything uses spin
+        cell.build()
+    cell.spin = int(spin) if spin is not None else 0
+    return cell
+
+
+def use_unrestricted(structure: Structure, settings: Mapping[str, Any]) -> bool:
+    """Whether the spin settings ask for an unrestricted (KUKS) calculation of ``structure``."""
+    mode = settings["spin"]["mode"]
+    if mode == "auto":
+        moments = settings["spin"]["magnetic_moments"]
+        return any(el.symbol in moments for el in structure.composition.elements)
+    return mode == "unrestricted"
+
+
+def make_scf(cell: Any, kmesh: Sequence[int], settings: Mapping[str, Any], unrestricted: bool, fix_spin: bool = False) -> Any:
+    """The PySCF mean-field object the settings describe (not run).
+
+    A Gamma-only mesh with the Gamma point uses the Gamma-point classes (``RKS``/``UKS``, as
+    PySCF's regression tests and molecules in a box do); otherwise ``KRKS``/``KUKS`` on
+    ``cell.make_kpts(kmesh, with_gamma_point=...)``.
+    """
+    from pyscf.pbc import dft, scf
+
+    gamma_only = list(kmesh) == [1, 1, 1] and settings["kpoints"]["with_gamma_point"]
+    if gamma_only:
+        mf = dft.UKS(cell) if unrestricted else dft.RKS(cell)
+    else:
+        kpts = cell.make_kpts(list(kmesh), with_gamma_point=bool(settings["kpoints"]["with_gamma_point"]))
+        mf = dft.KUKS(cell, kpts) if unrestricted else dft.KRKS(cell, kpts)
+    mf.xc = settings["xc"]
+    fit = settings["density_fit"]
+    if fit == "multigrid":
+        mf = mf.multigrid_numint()
+    elif fit == "gdf":
+        mf = mf.density_fit()
+    elif fit == "rsdf":
+        mf = mf.rs_density_fit()
+    # "fftdf" is PySCF's default: nothing to do
+    width = float(settings["smearing"]["width"])
+    if width > 0:
+        # fix_spin keeps a molecule's 2S (O2 triplet) under smearing; solids may relax their moment
+        mf = scf.addons.smearing_(mf, sigma=width, method=settings["smearing"]["method"], fix_spin=fix_spin and unrestricted)
+    mf.conv_tol = float(settings["conv_tol"])
+    mf.max_memory = int(settings["max_memory_mb"])
+    return mf
+
+
+def polarised_guess(mf: Any, structure: Structure, moments: Mapping[str, float], dm: np.ndarray) -> np.ndarray:
+    """Shift ``moments`` (μB) of spin density onto the d orbitals of each magnetic atom.
+
+    ``dm`` is an unrestricted guess (first axis alpha/beta, optionally k-points next). The
+    on-site d block of alpha gains m/(2 n_d) per orbital and beta loses as much (at every k:
+    an on-site term has no Bloch phase), capped so that no beta diagonal element turns negative.
+    """
+    cell = mf.cell
+    dm = np.array(dm, copy=True)
+    labels = cell.ao_labels(fmt=False)
+    for iatm, site in enumerate(structure):
+        m = float(moments.get(site.specie.symbol, 0.0))
+        if m <= 0:
+            continue
+        idx = [i for i, lab in enumerate(labels) if lab[0] == iatm and lab[2].endswith("d")]
+        if not idx:
+            continue
+        ii = np.array(idx)
+        beta_diag = np.real(dm[1][..., ii, ii]).min()
+        delta = min(m / (2 * len(idx)), 0.9 * max(float(beta_diag), 0.0))
+        dm[0][..., ii, ii] += delta
+        dm[1][..., ii, ii] -= delta
+    return dm
+
+
+# --- the SCF with its failure ladder -------------------------------------------------------
+
+
+class SCFNotConverged(RuntimeError):
+    """Raised only internally; the ladder records it as a failed attempt."""
+
+
+@dataclass
+class SCFResult:
+    """What one structure's calculation gives, before it becomes a table row."""
+
+    energy_ha: float | None
+    converged: bool
+    status: str  #: ok or failed
+    error: str | None
+    scf_cycles: int | None
+    attempts: int
+    gap_ev: float | None
+    kmesh: str
+    wall_s: float
+    max_rss_mb: float
+    unrestricted: bool
+    magnetic_moment: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def attempt_plan(structure: Structure, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The SCF attempts in order: the first from the settings, then each failure_ladder step."""
+    first = {"init_guess": settings["init_guess"], "max_cycle": int(settings["max_cycle"]),
+             "damp": 0.0, "level_shift": 0.0, "diis_space": 8}
+    forced = [settings["init_guess_by_element"][el.symbol] for el in structure.composition.elements
+              if el.symbol in settings["init_guess_by_element"]]
+    if forced:
+        first["init_guess"] = forced[0]
+    plan = [first]
+    for step in settings["failure_ladder"]:
+        att = {**first, **step}
+        att["restart"] = "init_guess" not in step  # continue from the previous attempt's density
+        plan.append(att)
+    return plan
+
+
+def band_gap_ev(mf: Any) -> float | None:
+    """Gap over the sampled k-points, in eV, independent of the smearing width.
+
+    All orbital energies of all k-points (and both spins) are pooled and filled in order with
+    the electrons of the cell times the number of k-points (two per orbital when restricted,
+    one per spin-orbital when unrestricted); the gap is the lowest empty level minus the
+    highest filled one (0 for a metal or a partly filled level). This is the Kohn-Sham gap on
+    the sampled mesh only: true band edges between k-points are missed, and LDA/GGA
+    underestimate gaps.
+    """
+    mo_e = mf.mo_energy
+    if mo_e is None:
+        return None
+    nk = len(mf.kpts) if np.ndim(getattr(mf, "kpts", None)) == 2 else 1
+    nelec = int(mf.cell.nelectron) * nk
+    energies = np.sort(np.ravel(np.asarray(mo_e, dtype=float)))
+    if _is_uhf(mf):
+        nfilled = nelec
+    else:
+        if nelec % 2:
+            return 0.0  # an odd count leaves one orbital half filled
+        nfilled = nelec // 2
+    if nfilled <= 0 or nfilled >= len(energies):
+        return None
+    return float(max(0.0, energies[nfilled] - energies[nfilled - 1]) * HARTREE_EV)
+
+
+def _is_uhf(mf: Any) -> bool:
+    from pyscf.pbc.scf import kuhf, uhf
+
+    return isinstance(mf, (kuhf.KUHF, uhf.UHF))
+
+
+def max_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_scf(
+    structure: Structure,
+    settings: Mapping[str, Any],
+    *,
+    kmesh: Sequence[int] | None = None,
+    spin: int | None = None,
+    unrestricted: bool | None = None,
+) -> SCFResult:
+    """Run the SCF of ``structure`` with the failure ladder; never raises for a failed SCF.
+
+    Each attempt of :func:`attempt_plan` is tried until one converges. A non-converged SCF or
+    an exception inside PySCF (e.g. the ``minao`` guess crashing for Sc/Y) moves on to the next
+    attempt; after the last one the result has status ``failed`` and the reason. Out-of-memory
+    and interrupts are re-raised: they are the scheduler's business (retry with more memory).
+    """
+    t0 = time.perf_counter()
+    kmesh = list(kmesh) if kmesh is not None else kmesh_for(structure, settings)
+    if unrestricted is None:
+        unrestricted = use_unrestricted(structure, settings) or bool(spin)
+    cell = build_cell(structure, settings, spin=spin)
+    if unrestricted and spin is None:
+        cell.spin = cell.nelectron % 2  # UKS needs a consistent parity; smearing frees the moment
+    plan = attempt_plan(structure, settings)
+    history: list[dict[str, Any]] = []
+    mf = None
+    prev_dm = None
+    formula = structure.composition.reduced_formula
+    for n, att in enumerate(plan, start=1):
+        log.info("%s: SCF attempt %d/%d (%s, kmesh %s, %s)", formula, n, len(plan),
+                 {k: v for k, v in att.items() if k != "restart"}, kmesh_str(kmesh), "UKS" if unrestricted else "RKS")
+        ta = time.perf_counter()
+        try:
+            mf = make_scf(cell, kmesh, settings, unrestricted, fix_spin=spin is not None)
+            mf.max_cycle = int(att["max_cycle"])
+            mf.damp = float(att["damp"])
+            mf.level_shift = float(att["level_shift"])
+            mf.diis_space = int(att["diis_space"])
+            mf.init_guess = att["init_guess"]
+            if att.get("restart") and prev_dm is not None:
+                dm0 = prev_dm
+            else:
+                dm0 = mf.get_init_guess(key=att["init_guess"])
+                if unrestricted and spin is None:
+                    dm0 = polarised_guess(mf, structure, settings["spin"]["magnetic_moments"], dm0)
+            mf.kernel(dm0=dm0)
+            cycles = int(getattr(mf, "cycles", -1))
+            ok = bool(mf.converged) and np.isfinite(mf.e_tot)
+            history.append({"attempt": n, "converged": ok, "cycles": cycles, "e_tot": float(mf.e_tot),
+                            "wall_s": time.perf_counter() - ta, "error": None if ok else "not converged"})
+            log.info("%s: attempt %d %s after %d cycles, E = %.8f Ha (%.1f s)", formula, n,
+                     "converged" if ok else "NOT converged", cycles, mf.e_tot, time.perf_counter() - ta)
+            if ok:
+                return SCFResult(
+                    energy_ha=float(mf.e_tot), converged=True, status="ok", error=None, scf_cycles=cycles,
+                    attempts=n, gap_ev=band_gap_ev(mf), kmesh=kmesh_str(kmesh), wall_s=time.perf_counter() - t0,
+                    max_rss_mb=max_rss_mb(), unrestricted=unrestricted, magnetic_moment=_moment(mf), history=history,
+                )
+            prev_dm = mf.make_rdm1()
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # PySCF raises many kinds (IndexError in minao, LinAlgError, ...)
+            msg = f"{type(exc).__name__}: {exc}"
+            history.append({"attempt": n, "converged": False, "cycles": None, "e_tot": None,
+                            "wall_s": time.perf_counter() - ta, "error": msg})
+            log.warning("%s: attempt %d raised %s", formula, n, msg)
+    reasons = "; ".join(
+        f"attempt {h['attempt']}: {h['error']}" + (f" after {h['cycles']} cycles (E = {h['e_tot']:.8f})" if h["cycles"] else "")
+        for h in history
+    )
+    return SCFResult(
+        energy_ha=None, converged=False, status="failed", error=f"SCF failed in all {len(plan)} attempts: {reasons}",
+        scf_cycles=history[-1]["cycles"] if history else None, attempts=len(plan), gap_ev=None, kmesh=kmesh_str(kmesh),
+        wall_s=time.perf_counter() - t0, max_rss_mb=max_rss_mb(), unrestricted=unrestricted, history=history,
+    )
+
+
+def _moment(mf: Any) -> float | None:
+    """Total spin moment (μB per cell) of an unrestricted result, from the k-averaged occupations."""
+    if not _is_uhf(mf):
+        return None
+    occ = mf.mo_occ
+    na = float(np.sum(np.asarray(occ[0], dtype=float)))
+    nb = float(np.sum(np.asarray(occ[1], dtype=float)))
+    nk = len(mf.kpts) if np.ndim(getattr(mf, "kpts", None)) == 2 else 1
+    return (na - nb) / nk
