@@ -38,7 +38,16 @@ KNOWN = [
     ("spinel", "Fe3O4", {"A": "Fe3+", "B": "Fe2+:0.5 Fe3+:0.5", "X": "O2-"}),  # magnetite, inverse
     ("garnet", "Y3Al5O12", {"C": "Y3+", "A": "Al3+", "D": "Al3+", "X": "O2-"}),
     ("garnet", "Ca3Al2Si3O12", {"C": "Ca2+", "A": "Al3+", "D": "Si4+", "X": "O2-"}),
-    ("garnet", "Mg3Al2Si3O12", {"C": "Mg2+", "A": "Al3+", "D": "Si4+", "X": "O2-"}),
+    ("garnet", "Mg3Al2Si3O12", {"C": "Mg2+", "A": "Al3+", "D": "Si4+", "X": "O2-"}),  # pyrope
+    ("garnet", "Al2Fe3Si3O12", {"C": "Fe2+", "A": "Al3+", "D": "Si4+", "X": "O2-"}),  # almandine
+    ("garnet", "Gd3Ga5O12", {"C": "Gd3+", "A": "Ga3+", "D": "Ga3+", "X": "O2-"}),  # GGG
+    ("garnet", "Y3Fe5O12", {"C": "Y3+", "A": "Fe3+", "D": "Fe3+", "X": "O2-"}),  # YIG
+    ("spinel", "Cr2CdO4", {"A": "Cd2+", "B": "Cr3+", "X": "O2-"}),  # CdCr2O4 in pymatgen element order
+    ("spinel", "Mg2SiO4", {"A": "Si4+", "B": "Mg2+", "X": "O2-"}),  # ringwoodite: Si tetrahedral
+    ("spinel", "CdIn2S4", {"A": "Cd2+", "B": "In3+", "X": "S2-"}),  # thiospinel
+    ("perovskite", "BaZrS3", {"A": "Ba2+", "B": "Zr4+", "X": "S2-"}),  # chalcogenide perovskite
+    ("double_perovskite", "Cs2AgBiBr6", {"A": "Cs+", "B": "Ag+", "B2": "Bi3+", "X": "Br-"}),
+    ("double_perovskite", "Ba2CaWO6", {"A": "Ba2+", "B": "Ca2+", "B2": "W6+", "X": "O2-"}),
 ]
 
 
@@ -173,7 +182,10 @@ def test_known_non_perovskites_fail_tolerance_filters(a, b, x, why):
     row = _find(loose, "perovskite", A=a, B=b, X=x)
     assert len(row) == 1
     t, mu, tau = row.iloc[0][["tolerance_factor", "octahedral_factor", "tau"]]
-    assert not (0.8 <= t <= 1.1 and 0.414 <= mu <= 0.9 and tau < 4.18)
+    f = en.resolve_settings({})["filters"]
+    t_ok = f["tolerance_factor"]["min"] <= t <= f["tolerance_factor"]["max"]
+    mu_ok = f["octahedral_factor"]["min"] <= mu <= f["octahedral_factor"]["max"]
+    assert not (t_ok and mu_ok and tau < f["tau"]["max"])
 
 
 def test_filters_can_be_switched_off_and_thresholds_move():
