@@ -511,7 +511,8 @@ def _featurize_block(df: pd.DataFrame, sets: Sequence[FeatureSet], s: dict[str, 
     col = 0
     for fs in sets:
         width = len(fs.names)
-        view = np.full((n, width), np.nan)
+        view = out[:, col : col + width]  # written in place
+        view[:] = np.nan
         if fs.kind == "composition":
             assert block is not None
             todo = np.flatnonzero(block.valid)
@@ -537,7 +538,6 @@ def _featurize_block(df: pd.DataFrame, sets: Sequence[FeatureSet], s: dict[str, 
             if structs is None:
                 structs, struct_rows = _structures(df, errors)
             _run_matminer(fs, structs, struct_rows, view, errors, s["progress_every_s"])
-        out[:, col : col + width] = view
         col += width
     return errors.column()
 
