@@ -113,6 +113,7 @@ def test_ordered_approximant_keeps_disordered_files_with_a_note() -> None:
     spinel = by.loc["spinel/MgAl2O4_spinel_amcsd_partial_inversion.cif"]
     assert spinel["family"] == "spinel" and spinel["A_species"] == "Mg2+" and spinel["B_species"] == "Al3+"
     assert spinel["note"].startswith("ordered approximant") and "Mg:0.85" in spinel["note"]
+    assert "A=Al3+:0.15 Mg2+:0.85" in spinel["note"] and "inversion 0.15" in spinel["note"]
     s = Structure.from_dict(json.loads(spinel["structure"]))
     assert s.is_ordered and s.composition.reduced_formula == "MgAl2O4"
     srco = by.loc["awkward/SrYCoO_partial_occupancy_srycoo.cif"]

@@ -391,7 +391,11 @@ def _charge_balanced_other(s: Structure) -> bool:
     comp = Composition(s.composition.reduced_formula)
     if len(comp.elements) == 1:
         return True  # elemental solids are neutral
-    return bool(comp.oxi_state_guesses(max_sites=-1))
+    try:
+        return bool(comp.oxi_state_guesses(max_sites=-1))
+    except Exception as exc:  # pymatgen has no data for some elements: cannot tell, so do not reject
+        log.debug("oxi_state_guesses failed for %s: %s", comp.reduced_formula, exc)
+        return True
 
 
 def _site_columns(rec: Recognition) -> dict[str, Any]:
@@ -430,22 +434,47 @@ def _spacegroup(s: Structure, settings: dict[str, Any]) -> int | None:
         return None
 
 
+def _recognize(s: Structure, settings: dict[str, Any], confirm: bool | None = None) -> Recognition:
+    """:func:`recognize` with the config's options; a crash in it gives ``other`` with the reason."""
+    cfg = settings["recognition"]
+    try:
+        return recognize(
+            s,
+            search_radius=cfg["search_radius_ang"],
+            confirm_with_matcher=cfg["confirm_with_matcher"] if confirm is None else confirm,
+            matcher_tolerances={k: cfg[k] for k in ("ltol", "stol", "angle_tol")},
+        )
+    except (IngestTimeout, MemoryError):
+        raise
+    except Exception as exc:  # keep the structure; only its family is unknown
+        log.warning("recognition failed (%s: %s); family set to 'other'", type(exc).__name__, exc)
+        return Recognition(OTHER, reason=f"recognition failed: {type(exc).__name__}: {exc}")
+
+
+def _disordered_roles(original: Structure, settings: dict[str, Any]) -> list[str]:
+    """Site occupancy of the disordered original (mixed but full sites only), for the note.
+
+    The ordered approximant loses e.g. the 15 % inversion of a MgAl2O4 file; this keeps it on record.
+    """
+    rec = _recognize(original, settings, confirm=False)
+    if rec.family == OTHER:
+        return []
+    occ = ", ".join(f"{k}={v}" for k, v in rec.occupancy.items())
+    inv = f", inversion {rec.inversion:g}" if rec.inversion is not None else ""
+    return [f"original {rec.family} site occupancy: {occ}{inv}"]
+
+
 def _structure_row(s: Structure, source: str, block: str, sha: str, settings: dict[str, Any], label_settings: dict[str, Any] | None, notes: list[str]) -> dict[str, Any]:
     """Check, classify and describe one parsed structure; raises :class:`_Reject`."""
     _check_structure(s, settings)
     if not s.is_ordered:
         if settings["disordered"] == "reject":
             raise _Reject("disordered", f"partial occupancy: {disorder_summary(s)} (ingest.disordered = reject)")
+        original = s
         s, note = ordered_approximant(s)
-        notes = [*notes, note]
+        notes = [*notes, note, *_disordered_roles(original, settings)]
         _check_structure(s, settings)
-    rec_cfg = settings["recognition"]
-    rec = recognize(
-        s,
-        search_radius=rec_cfg["search_radius_ang"],
-        confirm_with_matcher=rec_cfg["confirm_with_matcher"],
-        matcher_tolerances={k: rec_cfg[k] for k in ("ltol", "stol", "angle_tol")},
-    )
+    rec = _recognize(s, settings)
     if settings["require_charge_balance"]:
         balanced = rec.charge_balanced if rec.family != OTHER else _charge_balanced_other(s)
         if not balanced:
