@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from matscreen import chemistry, enumerate as en, tables
 from matscreen.config import ConfigError, load_config
@@ -295,3 +296,27 @@ def test_bad_config_names_the_key(section, key, message):
     with pytest.raises(ConfigError) as err2:
         load_config(overrides={"enumerate": section})
     assert key.split("[")[0] in str(err2.value)
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+
+POOL = ["Li", "Na", "K", "Cs", "Mg", "Ca", "Sr", "Ba", "Y", "La", "Ti", "Zr", "Nb", "Ta", "Cr", "Mn", "Fe",
+        "Co", "Ni", "Cu", "Zn", "Al", "Ga", "In", "Si", "Ge", "Sn", "Pb", "Sb", "Bi", "Mo", "W", "Cd", "Gd"]
+
+
+@hsettings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pool=st.lists(st.sampled_from(POOL), min_size=1, max_size=12, unique=True), data=st.data())
+def test_subset_of_the_pool_gives_a_subset_of_candidates(pool, data):
+    """Filters judge each candidate on its own: a smaller pool can only lose candidates, never gain
+    or change them (ids, descriptors, row content)."""
+    sub = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=len(pool), unique=True))
+    big, big_funnel = en.enumerate_candidates({"cations": pool})
+    small, small_funnel = en.enumerate_candidates({"cations": sub})
+    assert set(small["candidate_id"]) <= set(big["candidate_id"])
+    assert big["candidate_id"].is_unique
+    merged = small.merge(big, on="candidate_id", suffixes=("", "_big"))
+    for col in ("formula", "A_species", "B_species", "tolerance_factor", "tau", "X_radius_ang"):
+        pd.testing.assert_series_equal(merged[col], merged[f"{col}_big"], check_names=False)
+    for (fam, step), rem in small_funnel.set_index(["family", "step"])["remaining"].items():
+        assert rem <= big_funnel.set_index(["family", "step"]).loc[(fam, step), "remaining"]
