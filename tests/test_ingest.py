@@ -231,10 +231,13 @@ def test_poscar_and_json_inputs_and_duplicates_across_formats(tmp_path: Path) ->
     assert len(ct) == 3 and ct["duplicate_of"].isna().sum() == 1
 
 
-def test_existing_table_makes_a_refresh_add_only_what_is_new(tmp_path: Path) -> None:
+def test_existing_table_makes_a_refresh_add_only_what_is_new(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     first = [str(DATA / "perovskite/SrTiO3_Pm-3m_pymatgen.json"), str(DATA / "spinel/FeAl2O4_hercynite_amcsd.cif")]
     out = tmp_path / "out"
-    run(first, str(out / "structures.parquet"), str(out / "rejects.parquet"), {}, {}, None, "cfg123")
+    with caplog.at_level("INFO", logger="matscreen.ingest"):
+        run([*first, str(DATA / "awkward")], str(out / "structures.parquet"), str(out / "rejects.parquet"), {}, {}, None, "cfg123")
+    assert "ingest: read 3 files, kept 2 new structures, 0 duplicates, rejected 1 (by reason: disordered 1)" in caplog.text
+    assert len(read_table(out / "rejects.parquet", tables.REJECTS)) == 1
     old = read_table(out / "structures.parquet", tables.STRUCTURES)
     prov = read_provenance(out / "structures.parquet")
     assert prov["stage"] == "ingest" and prov["config_hash"] == "cfg123" and prov["settings"]["disordered"] == "reject"

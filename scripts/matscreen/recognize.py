@@ -60,7 +60,7 @@ from pymatgen.analysis.bond_valence import calculate_bv_sum
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Element, Lattice, Species, Structure
 
-from matscreen.chemistry import electronegativity, shannon_radius
+from matscreen.chemistry import electronegativity
 from matscreen.families import FAMILIES, OTHER, Family, Ion, format_occupancy, get_family
 
 log = logging.getLogger(__name__)
