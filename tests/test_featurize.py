@@ -326,3 +326,27 @@ def test_site_stats_fingerprint_opt_in_reports_disorder() -> None:
     assert ssf.shape[1] == 122
     assert ssf.iloc[0].notna().all()  # ordered SrTiO3
     assert ssf.iloc[1].isna().all() and "SiteStatsFingerprint" in out.featurize_error.iloc[1]
+
+
+def test_real_enumerated_candidates_agree_with_enumerate_descriptors() -> None:
+    """enumerate's own candidates featurize without errors; t, mu and tau agree with its columns."""
+    from matscreen import enumerate as enum_stage
+
+    cand, _ = enum_stage.enumerate_candidates({"families": ["perovskite", "double_perovskite"],
+                                                "cations": ["Na", "K", "Ca", "Sr", "Ba", "La", "Ti", "Zr", "Nb", "Fe", "Mg", "Al"]})
+    assert len(cand) > 20
+    out = featurize.featurize_frame(cand, "candidate_id", {})
+    assert out.featurize_error.isna().all()
+    assert list(out.candidate_id) == list(cand.candidate_id)
+    for theirs, ours in (("tolerance_factor", "site_goldschmidt_t"), ("octahedral_factor", "site_octahedral_factor"),
+                         ("tau", "site_bartel_tau")):
+        np.testing.assert_allclose(out[ours].to_numpy(float), cand[theirs].to_numpy(float), rtol=1e-6)
+
+
+def test_empty_shard(tmp_path: Path) -> None:
+    from matscreen.tables import empty_frame
+
+    write_table(empty_frame(CANDIDATES), tmp_path / "part-0.parquet", CANDIDATES)
+    featurize.run([str(tmp_path / "part-0.parquet")], str(tmp_path / "f.parquet"), "candidate_id", {})
+    f = read_table(tmp_path / "f.parquet", CANDIDATE_FEATURES)
+    assert len(f) == 0 and list(f.columns[2:]) == featurize.feature_names({})

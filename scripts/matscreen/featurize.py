@@ -194,10 +194,19 @@ def _composition_sets(s: dict[str, Any]) -> list[FeatureSet]:
     return sets
 
 
+STRUCTURE_SWITCHES = ("density", "global_symmetry", "site_stats_fingerprint")
+
+
+def structure_features_on(settings: dict[str, Any]) -> bool:
+    """Whether any structure feature set is switched on (then the ``structure`` column is read)."""
+    st = settings.get("structure") or {}
+    return any(bool(st.get(k)) for k in STRUCTURE_SWITCHES)
+
+
 def _structure_sets(s: dict[str, Any]) -> list[FeatureSet]:
     st = s["structure"]
     sets: list[FeatureSet] = []
-    if not any(st.values()):
+    if not structure_features_on(s):
         return sets
     from matminer.featurizers.structure import DensityFeatures, GlobalSymmetryFeatures, SiteStatsFingerprint
 
@@ -626,7 +635,7 @@ def run(input_paths: list[str], output_path: str, id_column: str, settings: dict
     """Featurize candidate shard(s) or the label-targets table and write the feature table."""
     s = resolve_settings(settings)
     table = _table_for(id_column)
-    want_structure = any(s["structure"].values())
+    want_structure = structure_features_on(s)
     df = _read_inputs(list(input_paths), id_column, want_structure)
     t0 = time.monotonic()
     feats = featurize_frame(df, id_column, s)
