@@ -137,6 +137,27 @@ def test_double_perovskite_pairs_are_unordered_and_distinct(default_run):
     assert not dp.duplicated(["A_species", "B_species", "B2_species", "X_species"]).any()
 
 
+def test_double_perovskite_pairs_are_canonical_across_lists():
+    """A pair listed in either order, on either list, is one candidate with one id."""
+    def run(b, b2):
+        cand, funnel = en.enumerate_candidates({
+            "families": ["double_perovskite"],
+            "sites": {"double_perovskite": {"A": ["Sr2+"], "B": b, "B2": b2, "X": ["O"]}},
+            "filters": {k: False for k in ("charge_neutrality", "shannon_radius", "electronegativity")}
+            | {k: {"enabled": False} for k in ("tolerance_factor", "octahedral_factor", "tau")},
+        })
+        return cand, int(funnel["remaining"].iloc[0])
+
+    c1, n1 = run(["Fe3+", "Mo5+"], ["Mo5+", "Fe3+", "W6+"])
+    c2, n2 = run(["W6+", "Fe3+", "Mo5+"], ["Fe3+"])
+    pairs = {frozenset(p) for p in zip(c1["B_species"], c1["B2_species"])}
+    assert pairs == {frozenset(p) for p in [("Fe3+", "Mo5+"), ("Fe3+", "W6+"), ("Mo5+", "W6+")]}
+    assert n1 == len(c1) == 3
+    assert n2 == len(c2) == 2  # {Fe, W} and {Fe, Mo}: Mo and W are never on different lists
+    common = c1.merge(c2, on="candidate_id")
+    assert len(common) == 2 and (c1["B_species"] < c1["B2_species"]).all() and (c2["B_species"] < c2["B2_species"]).all()
+
+
 def test_funnel_is_consistent_with_the_space(default_run):
     cand, funnel = default_run
     settings = en.resolve_settings(load_config()["enumerate"])

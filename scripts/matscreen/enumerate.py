@@ -262,17 +262,20 @@ def _build_combos(family: Family, settings: Mapping[str, Any]) -> Combos:
     labels = family.site_labels
     idx = _grid(*(len(tab[s]) for s in labels))
     if family.name == "double_perovskite":
-        ib, ib2 = idx[labels.index("B")], idx[labels.index("B2")]
-        # unordered pairs of distinct ions: when both ions are on both lists, keep only B < B2.
-        # Work on integer ranks of the per-ion labels (the grid can hold millions of pairs).
-        names = sorted(set(tab["B"].label) | set(tab["B2"].label))
-        rank = {name: i for i, name in enumerate(names)}
-        rank_b = np.array([rank[x] for x in tab["B"].label])[ib]
-        rank_b2 = np.array([rank[x] for x in tab["B2"].label])[ib2]
-        b_in_b2 = np.isin(tab["B"].label, tab["B2"].label)[ib]
-        b2_in_b = np.isin(tab["B2"].label, tab["B"].label)[ib2]
-        keep = (rank_b != rank_b2) & (~(b_in_b2 & b2_in_b) | (rank_b < rank_b2))
-        idx = [i[keep] for i in idx]
+        # Unordered pairs of distinct B ions, written canonically: B holds the ion whose label sorts
+        # first, whichever list it came from, so a compound has one id whatever the lists' order.
+        # Both B sites index one union table; a pair (i < j) is allowed if one ion is on the B list
+        # and the other on the B2 list.
+        union_ions = sorted(set(site_ions(settings, family.name, "B")) | set(site_ions(settings, family.name, "B2")),
+                            key=lambda ion: format_occupancy([Ion(*ion)]))
+        union = ion_table(union_ions, [family.site("B").cn])
+        in_b = np.isin(union.label, tab["B"].label)
+        in_b2 = np.isin(union.label, tab["B2"].label)
+        allowed = np.triu(np.outer(in_b, in_b2) | np.outer(in_b2, in_b), k=1)
+        lo, hi = (a.astype(np.int32) for a in np.nonzero(allowed))
+        ia, ip, ix = _grid(len(tab["A"]), len(lo), len(tab["X"]))
+        idx = [ia, lo[ip], hi[ip], ix]
+        tab["B"] = tab["B2"] = union
     n = len(idx[0])
     ones = np.ones(n)
     if family.name != "spinel":
