@@ -1,5 +1,4 @@
 # Shared set-up: config validation, the package on sys.path, input functions and resource estimates.
-import glob
 import os
 import sys
 from functools import lru_cache
@@ -29,20 +28,17 @@ wildcard_constraints:
 
 
 def ingest_input_files(wildcards=None):
-    """Every file named by ingest.inputs (files, folders searched recursively, globs)."""
-    files = []
-    for entry in config["ingest"]["inputs"]:
-        if os.path.isdir(entry):
-            for root, dirs, names in os.walk(entry):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                files += [os.path.join(root, n) for n in sorted(names) if not n.startswith(".")]
-        elif any(ch in entry for ch in "*?["):
-            files += sorted(glob.glob(entry, recursive=True))
-        elif os.path.exists(entry):
-            files.append(entry)
-        else:
-            raise WorkflowError(f"config key 'ingest.inputs': {entry!r} does not exist")
-    return files
+    """Every readable file named by ingest.inputs, so that a new or changed file reruns ingest.
+
+    The ingest job expands ingest.inputs again itself and records unreadable entries (broken
+    links, fifos) as rejects; they are left out here only because Snakemake cannot track them.
+    """
+    from matscreen.ingest import expand_inputs
+
+    files, missing = expand_inputs(list(config["ingest"]["inputs"]), config["ingest"]["ignore"])
+    if missing:
+        raise WorkflowError("config key 'ingest.inputs': " + "; ".join(f"{p}: {d}" for p, d in missing))
+    return [f for f in files if os.path.isfile(f)]
 
 
 @lru_cache(maxsize=4)

@@ -27,11 +27,11 @@ rule label_structure:
     params:
         settings=config["label"],
         config_hash=CONFIG_HASH,
-    threads: config["label"].get("threads", 1)
+    threads: config["label"]["resources"]["threads"]
     resources:
         mem_mb=label_mem_mb,
         runtime=label_runtime,
-    retries: config["label"].get("retries", 1)
+    retries: config["label"]["resources"].get("retries", 2)
     log:
         "logs/label/structures/{structure_id}.log",
     benchmark:
@@ -49,8 +49,8 @@ rule label_reference:
     params:
         settings=config["label"],
         config_hash=CONFIG_HASH,
-    threads: config["label"].get("threads", 1)
-    retries: config["label"].get("retries", 1)
+    threads: config["label"]["resources"]["threads"]
+    retries: config["label"]["resources"].get("retries", 2)
     log:
         "logs/label/references/{element}.log",
     benchmark:

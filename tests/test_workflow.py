@@ -1,0 +1,125 @@
+"""The whole workflow on a tiny config: every stage for real (PySCF, matminer, LightGBM).
+
+One run is shared by the tests of this module (it takes a few minutes on 2 cores). The
+input folder's name has a space and a non-ASCII character on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from matscreen import tables
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data" / "structures"
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile", str(workdir / "config.yaml"),
+         "--cores", "2", *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+def make_workdir(root: Path) -> Path:
+    work = root / "run"
+    inputs = work / "in put ü"
+    inputs.mkdir(parents=True)
+    shutil.copy(DATA / "perovskite" / "SrTiO3_Pm-3m_pymatgen.json", inputs / "SrTiO3 cubic.json")
+    shutil.copy(DATA / "perovskite" / "BaTiO3_P4mm_pyxtal_BTO.cif", inputs / "BaTiO3_tétragonal.cif")
+    (inputs / "broken.cif").write_text("data_broken\n_cell_length_a 3.9\n_atom_site_label\n")
+    cfg = yaml.safe_load((ROOT / "tests" / "config" / "tiny.yaml").read_text())
+    cfg["ingest"]["inputs"] = [str(inputs)]
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return work
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    work = make_workdir(tmp_path_factory.mktemp("workflow"))
+    res = snakemake(work)
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-8000:]
+    return work
+
+
+def test_every_table_meets_its_contract(run):
+    r = run / "results"
+    checks = {
+        "ingest/structures.parquet": tables.STRUCTURES, "ingest/rejects.parquet": tables.REJECTS,
+        "enumerate/funnel.parquet": tables.FUNNEL, "label/targets.parquet": tables.LABEL_TARGETS,
+        "label/labels.parquet": tables.LABELS, "label/references.parquet": tables.REFERENCES,
+        "featurize/labeled.parquet": tables.STRUCTURE_FEATURES, "train/cv_metrics.parquet": tables.CV_METRICS,
+        "train/oof_predictions.parquet": tables.OOF_PREDICTIONS, "screen/ranked.parquet": tables.PREDICTIONS,
+        "screen/next_to_label.parquet": tables.PREDICTIONS,
+    }
+    for rel, table in checks.items():
+        df = tables.read_table(r / rel, table)
+        prov = tables.read_provenance(r / rel)
+        assert prov["versions"]["matscreen"], rel
+        assert len(df) or rel == "screen/next_to_label.parquet", f"{rel} is empty"
+    for shard in (0, 1):
+        tables.read_table(r / f"enumerate/candidates/part-{shard}.parquet", tables.CANDIDATES)
+        tables.read_table(r / f"featurize/candidates/part-{shard}.parquet", tables.CANDIDATE_FEATURES)
+
+
+def test_ingest_kept_good_files_and_rejected_the_broken_one(run):
+    s = tables.read_table(run / "results/ingest/structures.parquet", tables.STRUCTURES)
+    rej = tables.read_table(run / "results/ingest/rejects.parquet", tables.REJECTS)
+    assert set(s["reduced_formula"]) == {"SrTiO3", "BaTiO3"}
+    assert set(s["family"]) == {"perovskite"}
+    assert [Path(p).name for p in rej["source"]] == ["broken.cif"]
+
+
+def test_labels_are_real_pyscf_energies(run):
+    labels = tables.read_table(run / "results/label/labels.parquet", tables.LABELS)
+    targets = tables.read_table(run / "results/label/targets.parquet", tables.LABEL_TARGETS)
+    assert set(labels["structure_id"]) == set(targets["structure_id"])
+    assert (targets["origin"] == "ingest").sum() == 2 and (targets["origin"] == "candidate").sum() == 5
+    ok = labels[labels["status"] == "ok"]
+    assert len(ok) >= 5
+    assert (ok["energy_ha"] < 0).all() and ok["converged"].all()
+    assert ok["formation_energy_ev_per_atom"].notna().all()
+    assert (ok["wall_s"] > 0).all() and (ok["pyscf_version"] != "").all()
+    store = list((run / "label-store").rglob("*.parquet"))
+    assert len(store) >= len(labels), "every label is kept in the store"
+
+
+def test_every_candidate_is_ranked(run):
+    n = sum(len(tables.read_table(run / f"results/enumerate/candidates/part-{i}.parquet", tables.CANDIDATES))
+            for i in (0, 1))
+    ranked = tables.read_table(run / "results/screen/ranked.parquet", tables.PREDICTIONS)
+    assert len(ranked) == n > 0
+    assert ranked["rank"].tolist() == list(range(1, n + 1))
+    assert ranked["prediction"].notna().all()
+    top = pd.read_csv(run / "results/screen/top.csv")
+    assert list(top["candidate_id"]) == list(ranked["candidate_id"][:10])
+    nxt = tables.read_table(run / "results/screen/next_to_label.parquet", tables.PREDICTIONS)
+    targets = tables.read_table(run / "results/label/targets.parquet", tables.LABEL_TARGETS)
+    assert not set(nxt["candidate_id"]) & set(targets["candidate_id"].dropna())
+
+
+def test_report_and_logs(run):
+    text = (run / "results/report/summary.md").read_text()
+    for heading in ("## Ingest", "## Candidate space", "## PySCF labels", "## Model", "## Next to label"):
+        assert heading in text
+    assert (run / "results/report/parity.png").stat().st_size > 1000
+    assert (run / "logs/ingest/ingest.log").read_text().strip()
+
+
+def test_second_run_has_nothing_to_do(run):
+    res = snakemake(run, "-n")
+    assert res.returncode == 0
+    assert "Nothing to be done" in res.stdout + res.stderr
