@@ -105,15 +105,22 @@ def matminer_reference(df: pd.DataFrame) -> tuple[np.ndarray, float]:
     return np.hstack(blocks), time.perf_counter() - t0
 
 
+def _timed(fn: object) -> float:
+    t0 = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - t0
+
+
 def compare(n_rows: int, n_matminer: int) -> None:
     df = synthetic_candidates(n_rows, seed=1)
     featurize.feature_values(df.iloc[:50], COMPOSITION_ONLY)  # build the element tables once
-    t0 = time.perf_counter()
-    fast, _ = featurize.feature_values(df, COMPOSITION_ONLY)
-    t_fast = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    featurize.feature_values(df, {})
-    t_all = time.perf_counter() - t0
+    times = []
+    for _ in range(3):  # the first run also parses the occupancy strings (cached per unique string)
+        t0 = time.perf_counter()
+        fast, _ = featurize.feature_values(df, COMPOSITION_ONLY)
+        times.append(time.perf_counter() - t0)
+    t_first, t_fast = times[0], min(times)
+    t_all = min(_timed(lambda: featurize.feature_values(df, {})) for _ in range(3))
     sub = df.iloc[:n_matminer]
     ref, t_mm = matminer_reference(sub)
     fsub = fast[:n_matminer]
@@ -124,9 +131,10 @@ def compare(n_rows: int, n_matminer: int) -> None:
     print(f"compositions: {n_rows} (matminer on the first {n_matminer}), features: {fast.shape[1]} "
           "(ElementProperty magpie + Stoichiometry + ValenceOrbital)")
     print(f"  matminer per row : {rate_mm:12,.0f} rows/s  ({1e3 * t_mm / n_matminer:.2f} ms/row)")
-    print(f"  fast path        : {rate_fast:12,.0f} rows/s  ({1e6 * t_fast / n_rows:.1f} us/row)")
-    print(f"  ratio            : {rate_fast / rate_mm:12,.0f} x")
-    print(f"  fast path + site features (default settings): {n_rows / t_all:,.0f} rows/s")
+    print(f"  fast path        : {rate_fast:12,.0f} rows/s  ({1e6 * t_fast / n_rows:.1f} us/row, best of 3; "
+          f"first run {n_rows / t_first:,.0f} rows/s)")
+    print(f"  ratio            : {rate_fast / rate_mm:12,.0f} x  (first run: {n_rows / t_first / rate_mm:,.0f} x)")
+    print(f"  fast path + site features (default settings): {n_rows / t_all:,.0f} rows/s (best of 3)")
     print(f"  deviation vs matminer on {n_matminer} rows: max relative {rel.max():.2e}, max absolute "
           f"{np.abs(fsub[both] - ref[both]).max():.2e}, bit-identical {np.mean(fsub[both] == ref[both]):.4%} of "
           f"values, NaN pattern identical: {same_nan}")

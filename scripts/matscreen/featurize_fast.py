@@ -242,21 +242,27 @@ def _colsum(cols: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _stats(values: np.ndarray, weights: np.ndarray, stats: Sequence[str], wsum: np.ndarray | None = None) -> list[np.ndarray]:
-    """PropertyStats statistics for rows of equal length c: values/weights given as (c, n) arrays.
+    """PropertyStats statistics of c entries per row, vectorised over rows (and properties).
 
-    Column-wise loops over the c (< 20) entries beat numpy reductions along a short axis.
+    ``values`` is (c, n) or (c, n, P) (P properties at once), ``weights`` (c, n). Column loops over
+    the c (< 20) entries beat numpy reductions along a short axis, and each elementwise operation
+    is the one matminer performs, in the same order, so results are identical.
     """
     c = values.shape[0]
-    n = values.shape[1]
     v = list(values)
-    w = list(weights)
+    if values.ndim == 3:
+        w = [x[:, None] for x in weights]
+    else:
+        w = list(weights)
     if wsum is None:
-        wsum = _colsum(w)
+        wsum = _colsum(list(weights))
+    ws = wsum[:, None] if values.ndim == 3 else wsum
+    shape = v[0].shape
     cache: dict[str, np.ndarray] = {}
 
     def mean() -> np.ndarray:
         if "mean" not in cache:
-            cache["mean"] = _colsum([a * b for a, b in zip(v, w)]) / wsum
+            cache["mean"] = _colsum([a * b for a, b in zip(v, w)]) / ws
         return cache["mean"]
 
     def vmin() -> np.ndarray:
@@ -287,25 +293,25 @@ def _stats(values: np.ndarray, weights: np.ndarray, stats: Sequence[str], wsum: 
             out.append(mean())
         elif stat == "avg_dev":
             mu = mean()
-            out.append(_colsum([np.abs(a - mu) * b for a, b in zip(v, w)]) / wsum)
+            out.append(_colsum([np.abs(a - mu) * b for a, b in zip(v, w)]) / ws)
         elif stat == "mode":
-            if "wmax" not in cache:
-                wm = w[0]
-                for x in w[1:]:
-                    wm = np.maximum(wm, x)
-                cache["wmax"] = wm
-            wm = cache["wmax"]
+            wm = weights[0]
+            for x in weights[1:]:
+                wm = np.maximum(wm, x)
             tol = 1e-8 + 1e-5 * np.abs(wm)  # np.isclose defaults
-            m = np.full(n, np.inf)
-            for a, b in zip(v, w):
-                m = np.where(np.abs(b - wm) <= tol, np.minimum(m, a), m)
+            m = np.full(shape, np.inf)
+            for a, b in zip(v, weights):
+                most = np.abs(b - wm) <= tol
+                if values.ndim == 3:
+                    most = most[:, None]
+                m = np.where(most, np.minimum(m, a), m)
             out.append(m)
         elif stat == "std_dev":
             if c == 1:
-                out.append(np.zeros(n))
+                out.append(np.zeros(shape))
             else:
                 mu = mean()
-                beta = wsum / (wsum**2 - _colsum([b**2 for b in w]))
+                beta = ws / (ws**2 - _colsum([b**2 for b in w]))
                 out.append(np.sqrt(beta * _colsum([(a - mu) ** 2 * b for a, b in zip(v, w)])))
         else:
             raise ValueError(f"statistic {stat!r} has no fast path (fast: {sorted(FAST_STATS)})")
@@ -329,18 +335,15 @@ def element_property(
     out = np.full((n, len(features) * len(stats)), np.nan)
     bad = np.zeros(n, dtype=bool)
     n_el = np.where(block.valid, block.n_elements, 0)
+    table = np.stack([element_table(source_key, p) for p in features], axis=1)  # (Z, P)
+    supported = np.stack([element_supported(source_key, p) for p in features], axis=1).all(axis=1)
     for c, rows in _by_count(n_el):
         zt = np.ascontiguousarray(block.el_z[rows, :c].T)
         wt = np.ascontiguousarray(block.el_amt[rows, :c].T)
-        wsum = _colsum(list(wt))
-        res_block = np.empty((len(rows), len(features) * len(stats)))
-        for fi, prop in enumerate(features):
-            ok = element_supported(source_key, prop)[zt].all(axis=0)
-            bad[rows[~ok]] = True
-            res = _stats(element_table(source_key, prop)[zt], wt, stats, wsum)
-            for si, r in enumerate(res):
-                res_block[:, fi * len(stats) + si] = r
-        out[rows] = res_block
+        bad[rows[~supported[zt].all(axis=0)]] = True
+        res = _stats(table[zt], wt, stats)  # all properties at once: (c, n, P)
+        # matminer's column order: property-major, then statistic
+        out[rows] = np.stack(res, axis=2).reshape(len(rows), len(features) * len(stats))
     out[bad] = np.nan
     return out, bad
 
