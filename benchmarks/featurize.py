@@ -150,9 +150,7 @@ def _child_write(args: argparse.Namespace, folder: str) -> None:
 
 
 def _child_run(args: argparse.Namespace, folder: str) -> None:
-    import pyarrow.parquet as pq
-
-    from matscreen.tables import write_table, CANDIDATE_FEATURES
+    from matscreen.tables import CANDIDATE_FEATURES, write_table
 
     settings = featurize.resolve_settings({})
     featurize.feature_values(synthetic_candidates(50), settings)  # tables built outside the timing

@@ -23,15 +23,12 @@ Only plain numpy here: no pymatgen objects per row.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 #: Amounts below this are dropped, as ``pymatgen.core.Composition.amount_tolerance`` does.
 AMOUNT_TOLERANCE = 1e-8
@@ -170,7 +167,7 @@ def block_from_species_slots(
 
 
 @lru_cache(maxsize=None)
-def element_table(source_key: str, prop: str, getter_id: int = 0) -> np.ndarray:
+def element_table(source_key: str, prop: str) -> np.ndarray:
     """Property ``prop`` by atomic number (index 0 unused) as matminer's data source returns it.
 
     Values are asked from matminer's data source object itself, element by element, so its
@@ -453,5 +450,3 @@ def ion_property(block: CompositionBlock, source_key: str) -> tuple[np.ndarray, 
         out[rows, 2] = avg
     return out, handled
 
-
-FastFn = Callable[[CompositionBlock], tuple[np.ndarray, np.ndarray]]
