@@ -106,11 +106,15 @@ def test_fast_path_equals_matminer_featurize_dataframe() -> None:
     assert all("OxidationStates" in e for e in errors[2400:])
 
 
-def test_matminer_path_gives_the_same_frame() -> None:
+def test_matminer_path_gives_the_same_frame(caplog: pytest.LogCaptureFixture) -> None:
     df = random_rows(60, seed=2, n_other=6)
     fast = featurize.featurize_frame(df, "candidate_id", {**ALL_COMPOSITION, "site_features": True})
-    slow = featurize.featurize_frame(df, "candidate_id", {**ALL_COMPOSITION, "site_features": True, "fast_path": False})
+    with caplog.at_level("INFO", logger="matscreen.featurize"):
+        slow = featurize.featurize_frame(df, "candidate_id", {**ALL_COMPOSITION, "site_features": True, "fast_path": False})
     pd.testing.assert_frame_equal(fast, slow, rtol=1e-6)
+    # the matminer path says what it runs row by row and how long it took
+    assert "element_property:magpie: 66 rows through matminer" in caplog.text
+    assert re.search(r"element_property:magpie: 66 rows in [0-9.]+ s", caplog.text)
 
 
 def test_row_composition_matches_site_composition() -> None:
