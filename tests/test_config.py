@@ -69,7 +69,7 @@ def test_config_readme_documents_every_top_level_and_section_key():
     for section, sub in schema["properties"].items():
         assert f"`{section}`" in text, section
         for key in (sub.get("properties") or {}):
-            assert f"`{section}.{key}`" in text, f"{section}.{key} is not documented in config/README.md"
+            assert f"`{section}.{key}" in text, f"{section}.{key} is not documented in config/README.md"
 
 
 def test_validate_does_not_share_default_objects():

@@ -257,7 +257,7 @@ CV_METRICS = Table(
     columns=(
         Column("fold", "string", "fold number or 'all' (pooled out-of-fold)", nullable=False),
         Column("metric", "string", "mae, rmse (units of the target), r2, spearman, coverage_1sigma (fraction of |error| <= ensemble std), n_train, n_test", nullable=False),
-        Column("value", "float64", "metric value", nullable=False),
+        Column("value", "float64", "metric value; NaN where undefined (e.g. spearman on fewer than 3 test rows)"),
     ),
 )
 
