@@ -6,45 +6,15 @@ input folder's name has a space and a non-ASCII character on purpose.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
+from workflow_utils import make_workdir, snakemake
 
 from matscreen import tables
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "tests" / "data" / "structures"
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-
 pytestmark = pytest.mark.slow
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile", str(workdir / "config.yaml"),
-         "--cores", "2", *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
-    )
-
-
-def make_workdir(root: Path) -> Path:
-    work = root / "run"
-    inputs = work / "in put ü"
-    inputs.mkdir(parents=True)
-    shutil.copy(DATA / "perovskite" / "SrTiO3_Pm-3m_pymatgen.json", inputs / "SrTiO3 cubic.json")
-    shutil.copy(DATA / "perovskite" / "BaTiO3_P4mm_pyxtal_BTO.cif", inputs / "BaTiO3_tétragonal.cif")
-    (inputs / "broken.cif").write_text("data_broken\n_cell_length_a 3.9\n_atom_site_label\n")
-    cfg = yaml.safe_load((ROOT / "tests" / "config" / "tiny.yaml").read_text())
-    cfg["ingest"]["inputs"] = [str(inputs)]
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return work
 
 
 @pytest.fixture(scope="module")
