@@ -57,7 +57,13 @@ def test_labels_are_real_pyscf_energies(run):
     labels = tables.read_table(run / "results/label/labels.parquet", tables.LABELS)
     targets = tables.read_table(run / "results/label/targets.parquet", tables.LABEL_TARGETS)
     assert set(labels["structure_id"]) == set(targets["structure_id"])
-    assert (targets["origin"] == "ingest").sum() == 2 and (targets["origin"] == "candidate").sum() == 5
+    assert (targets["origin"] == "ingest").sum() == 2
+    chosen = targets[targets["origin"] == "candidate"]
+    # 5 asked for; the element whitelist of the tiny config leaves 4 distinct compositions
+    assert 4 <= len(chosen) <= 5 and chosen["candidate_id"].notna().all()
+    from pymatgen.core import Composition
+
+    assert chosen["formula"].map(lambda f: Composition(f).reduced_formula).is_unique
     ok = labels[labels["status"] == "ok"]
     assert len(ok) >= 5
     assert (ok["energy_ha"] < 0).all() and ok["converged"].all()

@@ -1,0 +1,84 @@
+"""The workflow on a real SLURM cluster (single node, started by this test).
+
+Needs root and apt (Debian packages munge, slurm-client, slurmctld, slurmd); skips with the
+reason where either is missing. Daemons are stopped afterwards, by pid, but only those this
+test started. The SLURM run computes its PySCF labels for real; a local run then reuses that
+label store and must produce the same tables.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from workflow_utils import ROOT, assert_same_results, make_workdir, snakemake
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+START = ROOT / "tests" / "slurm" / "start-local-slurm.sh"
+STATE = Path("/run/matscreen-slurm/pids")
+
+
+def _recorded() -> list[tuple[str, int]]:
+    if not STATE.exists():
+        return []
+    return [(n, int(p)) for n, p in (line.split() for line in STATE.read_text().splitlines() if line.strip())]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if os.geteuid() != 0:
+        pytest.skip("starting SLURM needs root")
+    if not shutil.which("slurmctld") and not shutil.which("apt-get"):
+        pytest.skip("SLURM is not installed and there is no apt-get to install it")
+    before = set(_recorded())
+    res = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, f"could not start SLURM:\n{res.stderr[-3000:]}"
+    started = [e for e in _recorded() if e not in before]
+    yield
+    for name, pid in reversed(started):  # only what this test started, newest first
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip().startswith(name[:15]):
+                os.kill(pid, 15)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    if started:
+        STATE.write_text("".join(f"{n} {p}\n" for n, p in _recorded() if (n, p) not in started))
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, tmp_path_factory) -> Path:
+    work = make_workdir(tmp_path_factory.mktemp("slurm"))
+    res = snakemake(
+        work, "--executor", "slurm", "--jobs", "4",
+        "--workflow-profile", str(ROOT / "workflow" / "profiles" / "slurm"),
+        "--default-resources", "slurm_partition=debug", "mem_mb=1000", "runtime=30",
+        "--slurm-init-seconds-before-status-checks", "2",
+        timeout=1500,
+    )
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-6000:]
+    return work
+
+
+def test_jobs_ran_under_slurm(slurm_run):
+    logs = list((slurm_run / ".snakemake" / "slurm_logs").rglob("*.log"))
+    assert logs, "the SLURM executor writes one log per job"
+    job_ids = {p.stem for p in logs}
+    assert all(j.isdigit() for j in job_ids)
+    rules = {p.relative_to(slurm_run / ".snakemake" / "slurm_logs").parts[0] for p in logs}
+    for rule in ("rule_ingest", "rule_enumerate", "rule_label_structure", "rule_train", "rule_rank"):
+        assert rule in rules, f"{rule} did not run as a SLURM job (saw {sorted(rules)})"
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %j"], capture_output=True, text=True).stdout
+    seen = {line.split()[0] for line in out.splitlines() if line.strip()}
+    assert job_ids & seen, "SLURM knows the jobs whose logs Snakemake wrote"
+
+
+def test_outputs_equal_a_local_run(slurm_run, tmp_path_factory):
+    local = make_workdir(tmp_path_factory.mktemp("local"))
+    shutil.copytree(slurm_run / "label-store", local / "label-store")
+    res = snakemake(local)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    assert_same_results(slurm_run, local)
