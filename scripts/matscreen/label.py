@@ -142,6 +142,11 @@ def _check_label_config(config: dict[str, Any]) -> None:
     for el in sec.get("init_guess_by_element") or {}:
         if not _is_element(el):
             raise ConfigError(f"config key 'label.init_guess_by_element': unknown element {el!r}")
+    ref_file = (sec.get("references") or {}).get("file")
+    if ref_file:
+        from matscreen.label_refs import load_reference_table
+
+        load_reference_table(ref_file)  # raises ConfigError naming 'label.references.file'
 
 
 def _is_element(symbol: str) -> bool:
@@ -469,12 +474,14 @@ def label_files(inputs: list[str], out_path: str, settings: dict, config_hash: s
 def estimate_resources(structure: Structure, settings: dict) -> dict:
     """``mem_mb``, ``runtime`` (minutes) and ``threads`` for one label job of ``structure``.
 
-    From the cell PySCF would build (atomic orbitals ``nao``, FFT mesh points ``ngrid``), the
-    k-point count ``nk`` and spin channels: memory = 300 MB (Python, PySCF, libraries) + k-point
-    matrices (nspin * nk * nao^2 complex, about 40 copies: density, Fock, core, overlap,
-    orbitals, DIIS history) + grid arrays (about 12 real arrays of ngrid); runtime = 30 cycles x
-    a cost per cycle calibrated on this machine (``benchmarks/label.py``), both times
-    ``resources.safety`` and floored at ``min_mem_mb`` / ``min_runtime``. Also returns
+    From the cell PySCF would build: atomic orbitals ``nao``, FFT mesh points ``ngrid``,
+    k-points ``nk`` and spin channels ``nspin``, with ``w = nspin * nk * nao * ngrid``:
+    memory = 300 MB (Python + PySCF) + 6 bytes * w + the k-point matrices (40 complex
+    nao x nao per k and spin); runtime = 30 SCF cycles x (0.2 s + c * w), c per integral scheme
+    (:data:`CYCLE_COST`). Fitted with ``benchmarks/label.py`` on a 2-core machine (1 thread):
+    SrTiO3 2x2x2 used 343 MB and 3.3 s/cycle, MgAl2O4 (14 atoms) 2x2x2 642 MB and 27-32 s/cycle;
+    the 30 cycles leave room for the failure ladder's slower attempts. Both are multiplied by
+    ``resources.safety`` and floored at ``min_mem_mb`` / ``min_runtime``. The dict also carries
     ``attempt_factor`` for :func:`scale_resources`.
     """
     from matscreen.label_pyscf import build_cell, kmesh_for, use_unrestricted
@@ -486,8 +493,9 @@ def estimate_resources(structure: Structure, settings: dict) -> dict:
     ngrid = int(np.prod(cell.mesh))
     nk = int(np.prod(kmesh_for(structure, s)))
     nspin = 2 if use_unrestricted(structure, s) else 1
-    mem = 300 + (nspin * nk * nao**2 * 16 * 40 + ngrid * 8 * 12) / 1e6
-    seconds = 30 * _seconds_per_cycle(nao, ngrid, nk, nspin, s["density_fit"])
+    work = nspin * nk * nao * ngrid
+    mem = 300 + (6 * work + nspin * nk * nao**2 * 16 * 40) / 1e6
+    seconds = 30 * (0.2 + CYCLE_COST[s["density_fit"]] * work)
     return {
         "mem_mb": int(max(r["min_mem_mb"], math.ceil(mem * r["safety"]))),
         "runtime": int(max(r["min_runtime"], math.ceil(seconds * r["safety"] / 60))),
@@ -496,13 +504,10 @@ def estimate_resources(structure: Structure, settings: dict) -> dict:
     }
 
 
-#: Seconds per SCF cycle per k-point and spin channel per (nao * ngrid) for each integral scheme,
-#: fitted on this machine (1 thread) by benchmarks/label.py; multigrid is the measured default.
-_CYCLE_COST = {"multigrid": 4.0e-9, "fftdf": 6.0e-8, "gdf": 4.0e-8, "rsdf": 4.0e-8}
-
-
-def _seconds_per_cycle(nao: int, ngrid: int, nk: int, nspin: int, density_fit: str) -> float:
-    return 0.2 + _CYCLE_COST[density_fit] * nspin * nk * nao * ngrid
+#: Seconds per SCF cycle per unit of nspin * nk * nao * ngrid. multigrid: measured (3.5e-7 SrTiO3,
+#: 4.6e-7 MgAl2O4, benchmarks/label.py); gdf and fftdf: scaled by the Gamma-point ratios in
+#: NOTES.md (gdf 9x, plain FFTDF > 60x slower than multigrid on SrTiO3); rsdf assumed like gdf.
+CYCLE_COST = {"multigrid": 4.5e-7, "fftdf": 3.0e-5, "gdf": 4.5e-6, "rsdf": 4.5e-6}
 
 
 def scale_resources(res: dict, attempt: int) -> dict:
