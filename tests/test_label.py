@@ -319,3 +319,18 @@ def test_config_check_names_bad_label_keys() -> None:
     with pytest.raises(ConfigError, match="label.references.file"):
         load_config(overrides={"label": {"references": {"file": "no/such/file.yaml"}}})
     assert load_config()["label"]["density_fit"] == "multigrid"  # the shipped config validates
+
+
+@pytest.mark.slow
+def test_mgal2o4_formation_energy_negative(tmp_path: Path) -> None:
+    """Spinel primitive cell (14 atoms) at the Gamma point only (a 2x2x2 mesh takes 3-4 min here,
+    see benchmarks/label.py), references at reference_kdensity 1.0. Experiment: about -3.4 eV/atom."""
+    spinel = Structure.from_spacegroup("Fd-3m:2", Lattice.cubic(8.0806), ["Mg", "Al", "O"],
+                                       [[0.125, 0.125, 0.125], [0.5, 0.5, 0.5], [0.2624, 0.2624, 0.2624]]).get_primitive_structure()
+    src = tmp_path / "MgAl2O4.json"
+    spinel.to(filename=str(src))
+    settings = {"kpoints": {"kmesh": [1, 1, 1], "reference_kdensity": 1.0}, "store": str(tmp_path / "store")}
+    label.label_files([str(src)], str(tmp_path / "labels.parquet"), settings)
+    row = tables.read_table(tmp_path / "labels.parquet", tables.LABELS).iloc[0]
+    assert row["status"] == "ok" and row["nsites"] == 14 and row["formula"] == "Mg2 Al4 O8"
+    assert -5.0 < row["formation_energy_ev_per_atom"] < -2.5
