@@ -1,4 +1,4 @@
-"""Tests of the label stage (PySCF periodic DFT). Real PySCF runs are marked slow."""
+"""Tests of the label stage (PySCF periodic DFT). PySCF runs longer than a few seconds are marked slow."""
 
 from __future__ import annotations
 
@@ -6,10 +6,17 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pytest
+import json
+from pathlib import Path
 
-from matscreen import label
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from matscreen import label, label_pyscf, label_refs, tables
 from matscreen.config import ConfigError
+from matscreen.ids import structure_id
 
 
 def test_unsupported_elements_default_settings() -> None:
@@ -31,15 +38,6 @@ def test_resolve_settings_rejects_unknown_key() -> None:
 
 # --- helpers ------------------------------------------------------------------------------
 
-import json
-from pathlib import Path
-
-import numpy as np
-import pandas as pd
-from pymatgen.core import Lattice, Structure
-
-from matscreen import label_pyscf, label_refs, tables
-from matscreen.ids import structure_id
 
 #: PySCF's own regression settings (pyscf/pbc/dft/test/test_krks.py, 2.x): diamond primitive cell,
 #: gth-szv / gth-pade / lda,vwn, FFT mesh 17^3, plain FFTDF, no smearing, integer occupations,

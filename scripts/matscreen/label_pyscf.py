@@ -148,10 +148,6 @@ def polarised_guess(mf: Any, structure: Structure, moments: Mapping[str, float],
 # --- the SCF with its failure ladder -------------------------------------------------------
 
 
-class SCFNotConverged(RuntimeError):
-    """Raised only internally; the ladder records it as a failed attempt."""
-
-
 @dataclass
 class SCFResult:
     """What one structure's calculation gives, before it becomes a table row."""
