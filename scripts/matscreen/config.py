@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,25 @@ def _with_defaults(validator_class: type) -> type:
 
 def _copy(obj: Any) -> Any:
     return yaml.safe_load(yaml.safe_dump(obj))
+
+
+@lru_cache(maxsize=None)
+def _section_validator(name: str) -> Any:
+    return _with_defaults(jsonschema.Draft202012Validator)(load_schema()["properties"][name])
+
+
+def resolve_section(name: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A deep copy of config section ``name`` with the schema's defaults filled in, validated.
+
+    Stage functions accept ``{}`` or a partial section (tests, the Python API, a ``--settings``
+    file) and behave exactly as with a validated config. Raises :class:`ConfigError` naming the key.
+    """
+    out = _copy(dict(settings or {}))
+    errors = sorted(_section_validator(name).iter_errors(out), key=lambda e: list(e.absolute_path))
+    if errors:
+        msgs = [f"config key '{'.'.join([name, *map(str, e.absolute_path)])}': {e.message}" for e in errors[:10]]
+        raise ConfigError(f"invalid {name} settings:\n  " + "\n  ".join(msgs))
+    return out
 
 
 def _key_path(err: jsonschema.ValidationError) -> str:

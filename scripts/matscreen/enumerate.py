@@ -37,7 +37,6 @@ B radius.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import re
@@ -53,7 +52,7 @@ import pandas as pd
 from pymatgen.core import Element
 
 from matscreen import chemistry, tables
-from matscreen.config import ConfigError, _with_defaults, load_schema, semantic_check
+from matscreen.config import ConfigError, resolve_section, semantic_check
 from matscreen.families import FAMILIES, SITE_LABELS, Family, Ion, format_occupancy, get_family
 from matscreen.ids import candidate_id
 from matscreen.provenance import provenance
@@ -80,15 +79,7 @@ def resolve_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     Accepts ``{}`` or a partial section, so the library behaves the same whether or not the
     whole config was validated first. Raises :class:`ConfigError` naming the key.
     """
-    import jsonschema
-
-    out = copy.deepcopy(dict(settings or {}))
-    schema = load_schema()["properties"]["enumerate"]
-    cls = _with_defaults(jsonschema.Draft202012Validator)
-    errors = sorted(cls(schema).iter_errors(out), key=lambda e: list(e.absolute_path))
-    if errors:
-        msgs = [f"config key 'enumerate.{'.'.join(str(p) for p in e.absolute_path)}': {e.message}" for e in errors[:10]]
-        raise ConfigError("invalid enumerate settings:\n  " + "\n  ".join(msgs))
+    out = resolve_section("enumerate", settings)
     check_settings(out)
     return out
 

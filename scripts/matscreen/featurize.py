@@ -25,7 +25,6 @@ be featurized gets NaN and a reason in ``featurize_error``; nothing a row contai
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import re
@@ -43,7 +42,7 @@ import pyarrow.parquet as pq
 
 from matscreen import featurize_fast as ff
 from matscreen import featurize_site
-from matscreen.config import ConfigError, _with_defaults, load_schema, semantic_check
+from matscreen.config import ConfigError, resolve_section, semantic_check
 from matscreen.families import FAMILIES, SITE_LABELS, parse_occupancy
 from matscreen.provenance import provenance, stable_hash
 from matscreen.tables import CANDIDATE_FEATURES, STRUCTURE_FEATURES, Table, write_table
@@ -67,27 +66,9 @@ SITE_SPECIES_COLUMNS = tuple(f"{s}_species" for s in SITE_LABELS)
 # --- settings ------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def _validator() -> Any:
-    import jsonschema
-
-    return _with_defaults(jsonschema.Draft202012Validator)(load_schema()["properties"]["featurize"])
-
-
 def resolve_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``featurize:`` section with the schema's defaults filled in, checked by the schema.
-
-    The defaults live only in ``workflow/schemas/config.schema.yaml``; this lets tests and
-    callers pass partial settings and get exactly what a validated config would hold.
-    """
-    out = copy.deepcopy(dict(settings or {}))
-    validator = _validator()
-    errors = sorted(validator.iter_errors(out), key=lambda e: list(e.absolute_path))
-    if errors:
-        e = errors[0]
-        where = ".".join(["featurize", *map(str, e.absolute_path)])
-        raise ConfigError(f"config key '{where}': {e.message}")
-    return out
+    """The ``featurize:`` section with the schema's defaults filled in, checked by the schema."""
+    return resolve_section("featurize", settings)
 
 
 @semantic_check

@@ -426,7 +426,6 @@ def ion_property(block: CompositionBlock, source_key: str) -> tuple[np.ndarray, 
             out[rows] = [1.0, 0.0, 0.0]
             continue
         z = block.el_z[rows, :c]
-        w = block.el_amt[rows, :c]
         ns = int((block.sp_z[rows] > 0).sum(axis=1).max())
         # cpd_possible = np.isclose(np.dot(charges, fractions), 0): dot of species oxi x amount
         ch = pairwise_rowsum(np.nan_to_num(block.sp_oxi[rows, :ns]) * block.sp_amt[rows, :ns])

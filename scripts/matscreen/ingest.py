@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import glob
 import hashlib
 import json
@@ -33,6 +34,7 @@ import os
 import re
 import signal
 import stat
+import tempfile
 import threading
 import warnings
 from collections import Counter
@@ -53,7 +55,7 @@ from matscreen import tables
 from matscreen.chemistry import shannon_radius
 from matscreen.families import OTHER, SITE_LABELS, get_family, parse_occupancy
 from matscreen.ids import structure_id
-from matscreen.provenance import provenance
+from matscreen.provenance import provenance, stable_hash
 from matscreen.recognize import Recognition, recognize
 
 log = logging.getLogger(__name__)
@@ -83,24 +85,10 @@ class _Reject(Exception):
 
 
 def resolve_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``ingest:`` section with the schema's defaults filled in; ConfigError names a bad key.
+    """The ``ingest:`` section with the schema's defaults filled in; ConfigError names a bad key."""
+    from matscreen.config import resolve_section
 
-    Defaults live only in ``workflow/schemas/config.schema.yaml``, so a caller may pass a partial
-    dict (tests, the Python API) and get the same behaviour as the validated config.
-    """
-    import jsonschema
-
-    from matscreen.config import ConfigError, _with_defaults, load_schema
-
-    sub = load_schema()["properties"]["ingest"]
-    out = json.loads(json.dumps(settings or {}))
-    cls = _with_defaults(jsonschema.Draft202012Validator)
-    errors = sorted(cls(sub).iter_errors(out), key=lambda e: list(e.absolute_path))
-    if errors:
-        e = errors[0]
-        key = ".".join(["ingest", *(str(p) for p in e.absolute_path)])
-        raise ConfigError(f"config key '{key}': {e.message}")
-    return out
+    return resolve_section("ingest", settings)
 
 
 # --- input discovery ----------------------------------------------------------------
@@ -564,6 +552,110 @@ def read_file(path: str, settings: dict[str, Any], label_settings: dict[str, Any
     return rows, rejects
 
 
+# --- per-file cache (nightly refresh) ---------------------------------------------------
+
+#: Bump when the layout of a cache entry changes.
+CACHE_FORMAT = 1
+
+#: Settings that do not change what one file yields (they act across files or only choose files).
+_CACHE_IGNORED_KEYS = ("inputs", "existing", "ignore", "dedupe", "cache")
+
+#: Reject reasons that depend on the file's name, the clock or this machine rather than on its
+#: content: never cached, so the next run tries again.
+_UNCACHED_REASONS = ("not_found", "unreadable", "too_big", "unknown_format", "timeout", "internal_error")
+
+#: Modules whose code decides the rows of one file; their source goes into the cache key, so an
+#: edit to the reader or the recogniser invalidates every cached entry.
+_CODE_MODULES = ("ingest", "recognize", "families", "chemistry", "ids", "prototypes", "tables")
+
+
+@functools.lru_cache(maxsize=1)
+def _code_digest() -> str:
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in _CODE_MODULES:
+        h.update((here / f"{name}.py").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cache_key(settings: dict[str, Any], label_settings: dict[str, Any] | None = None) -> str:
+    """Hash of everything that decides what a file of given content yields.
+
+    The resolved ``ingest:`` settings without the keys that act across files
+    (:data:`_CACHE_IGNORED_KEYS`), the label basis/pseudopotential (they decide
+    ``label_supported``), the source of the ingest code and the pymatgen version.
+    """
+    from importlib import metadata
+
+    cfg = resolve_settings(settings)
+    label = None
+    if label_settings is not None:
+        label = {k: label_settings.get(k, "<default>") for k in ("basis", "pseudo")}
+    return stable_hash({
+        "format": CACHE_FORMAT,
+        "settings": {k: v for k, v in cfg.items() if k not in _CACHE_IGNORED_KEYS},
+        "label": label,
+        "code": _code_digest(),
+        "pymatgen": metadata.version("pymatgen"),
+    })
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _cache_entry(cache_dir: str | os.PathLike[str], key: str, sha: str, fmt: str) -> Path:
+    return Path(cache_dir) / key / sha[:2] / f"{sha}.{fmt}.json"
+
+
+def read_file_cached(
+    path: str, settings: dict[str, Any], label_settings: dict[str, Any] | None, cache_dir: str | os.PathLike[str] | None,
+    key: str | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
+    """:func:`read_file` through the per-file cache; returns ``(rows, rejects, hit)``.
+
+    The entry is found by the file's sha256, its format (the reader depends on the name's
+    suffix) and :func:`cache_key`, so a renamed or moved file is a hit (``source`` is set to
+    the current path) and an edited file or changed settings are a miss. Entries are written
+    by rename, never half. A cache entry that cannot be read is ignored (and rewritten). The
+    cache is not a Snakemake output: Snakemake deletes declared outputs before a job runs.
+    """
+    fmt = detect_format(path)
+    if cache_dir is None or fmt is None:
+        rows, rejects = read_file(path, settings, label_settings)
+        return rows, rejects, False
+    try:
+        data = _read_bytes(path, settings["max_file_mb"])
+    except _Reject:  # unreadable or too big: read_file records the reason, nothing to cache
+        rows, rejects = read_file(path, settings, label_settings)
+        return rows, rejects, False
+    sha = hashlib.sha256(data).hexdigest()
+    entry = _cache_entry(cache_dir, key or cache_key(settings, label_settings), sha, fmt)
+    if entry.is_file():
+        try:
+            cached = json.loads(entry.read_text())
+            rows = [{**r, "source": path} for r in cached["rows"]]
+            rejects = [{**r, "source": path} for r in cached["rejects"]]
+            return rows, rejects, True
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ingest cache entry %s is unreadable (%s): reading %s again", entry, exc, path)
+    rows, rejects = read_file(path, settings, label_settings)
+    if any(r["reason"] in _UNCACHED_REASONS for r in rejects):
+        return rows, rejects, False
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=f".{entry.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"rows": rows, "rejects": rejects}, fh, default=_json_default)
+        os.replace(tmp, entry)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return rows, rejects, False
+
+
 # --- de-duplication -----------------------------------------------------------------
 
 
@@ -623,24 +715,32 @@ def ingest(
     settings: dict,
     label_settings: dict | None = None,
     existing: pd.DataFrame | None = None,
+    cache: str | os.PathLike[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read every file under ``paths``; return ``(structures, rejects)`` conforming to the contracts.
 
     ``settings`` is the ``ingest:`` config section (missing keys take the schema defaults);
     ``label_settings`` the ``label:`` section, used only to flag elements PySCF cannot compute
     (``label_supported`` is null without it); ``existing`` an earlier structures table whose
-    entries new structures are checked against (``duplicate_of``).
+    entries new structures are checked against (``duplicate_of``); ``cache`` a folder of
+    per-file results (:func:`read_file_cached`), so that a rerun reads only new or changed
+    files. De-duplication always runs over all files, cached or not.
     """
     cfg = resolve_settings(settings)
     files, missing = expand_inputs(list(paths), cfg["ignore"])
     rows: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = [{"source": p, "block": "", "reason": "not_found", "detail": d} for p, d in missing]
+    key = cache_key(cfg, label_settings) if cache is not None else None
+    hits = 0
     for i, path in enumerate(files, 1):
-        r, j = read_file(path, cfg, label_settings)
+        r, j, hit = read_file_cached(path, cfg, label_settings, cache, key)
+        hits += hit
         rows += r
         rejects += j
         if i % 100 == 0:
             log.info("ingest: %d/%d files read", i, len(files))
+    if cache is not None:
+        log.info("ingest cache %s: %d of %d files from the cache, %d read", cache, hits, len(files), len(files) - hits)
     structures = tables.conform(pd.DataFrame(rows), tables.STRUCTURES) if rows else tables.empty_frame(tables.STRUCTURES)
     structures = mark_duplicates(structures, cfg, existing)
     rej = tables.conform(pd.DataFrame(rejects), tables.REJECTS) if rejects else tables.empty_frame(tables.REJECTS)
@@ -669,7 +769,8 @@ def run(
     """Ingest ``inputs`` and write both tables with provenance; logs the summary line.
 
     ``existing_path`` names an earlier structures.parquet (nightly refresh); a missing file is
-    treated as no earlier run.
+    treated as no earlier run. ``settings["cache"]`` (``ingest.cache``) is the per-file cache
+    folder, null for none.
     """
     cfg = resolve_settings(settings)
     existing = None
@@ -678,7 +779,7 @@ def run(
         log.info("ingest: de-duplicating against %d structures in %s", len(existing), existing_path)
     elif existing_path:
         log.info("ingest: %s does not exist yet; nothing to de-duplicate against", existing_path)
-    structures, rejects = ingest(inputs, cfg, label_settings, existing)
+    structures, rejects = ingest(inputs, cfg, label_settings, existing, cfg["cache"])
     prov = provenance("ingest", cfg, config_hash)
     tables.write_table(structures, structures_path, tables.STRUCTURES, prov)
     tables.write_table(rejects, rejects_path, tables.REJECTS, prov)

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from pymatgen.core import Structure
 
 from matscreen import tables
-from matscreen.config import ConfigError, _with_defaults, load_schema, semantic_check
+from matscreen.config import ConfigError, resolve_section, semantic_check
 from matscreen.provenance import provenance, stable_hash
 
 log = logging.getLogger(__name__)
@@ -51,16 +51,7 @@ def resolve_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     Accepts ``{}`` (all defaults) or a partial section (e.g. a ``--settings`` YAML), so the
     library functions behave the same whether or not Snakemake validated the config first.
     """
-    import jsonschema
-
-    out = copy.deepcopy(dict(settings or {}))
-    schema = load_schema()["properties"]["label"]
-    cls = _with_defaults(jsonschema.Draft202012Validator)
-    errors = sorted(cls(schema).iter_errors(out), key=lambda e: list(e.absolute_path))
-    if errors:
-        msgs = [f"config key 'label.{'.'.join(str(p) for p in e.absolute_path)}': {e.message}" for e in errors[:10]]
-        raise ConfigError("invalid label settings:\n  " + "\n  ".join(msgs))
-    return out
+    return resolve_section("label", settings)
 
 
 def physical_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
