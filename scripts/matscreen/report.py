@@ -73,10 +73,14 @@ def prediction_plot(ranked: pd.DataFrame, target: str, path: str | Path) -> None
 def summary(
     *, structures: pd.DataFrame, rejects: pd.DataFrame, funnel: pd.DataFrame, labels: pd.DataFrame,
     references: pd.DataFrame, metrics: pd.DataFrame, ranked: pd.DataFrame, next_up: pd.DataFrame,
-    target: str, label_settings: Mapping[str, Any], top_n: int,
+    target: str, label_settings: Mapping[str, Any], top_n: int, changes: str | None = None,
 ) -> str:
+    """The Markdown summary; ``changes`` is the "Changes since the last run" section
+    (:func:`matscreen.history.update`), placed first because it is what a nightly reader wants."""
     kept = structures[structures["duplicate_of"].isna()]
     out = ["# matscreen run summary", ""]
+    if changes:
+        out += [changes, ""]
     out += ["## Ingest", "",
             f"{len(structures) + len(rejects)} structures read: {len(kept)} kept, "
             f"{len(structures) - len(kept)} duplicates, {len(rejects)} rejected.", ""]
@@ -115,17 +119,36 @@ def summary(
 
 def run(inputs: Mapping[str, str], out_dir: str, settings: dict[str, Any], label_settings: dict[str, Any],
         target: str) -> None:
+    """Write summary.md and the figures into ``out_dir``.
+
+    ``inputs`` maps the names below to table paths (``targets``, the LABEL_TARGETS table, is
+    optional: it gives new labels their origin). With ``settings["history"]`` (the
+    ``report.history`` folder) set, a snapshot of this run is recorded there and the summary
+    starts with what changed since the previous run (:mod:`matscreen.history`).
+    """
     read = {
         "structures": tables.STRUCTURES, "rejects": tables.REJECTS, "funnel": tables.FUNNEL, "labels": tables.LABELS,
         "references": tables.REFERENCES, "metrics": tables.CV_METRICS, "oof": tables.OOF_PREDICTIONS,
         "ranked": tables.PREDICTIONS, "next_up": tables.PREDICTIONS,
     }
     data = {k: tables.read_table(inputs[k], t) for k, t in read.items()}
+    targets = tables.read_table(inputs["targets"], tables.LABEL_TARGETS) if inputs.get("targets") else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     parity_plot(data["oof"], target, out / "parity.png")
     prediction_plot(data["ranked"], target, out / "predictions.png")
     top_n = int(settings.get("top_n", 20))
-    text = summary(**{k: v for k, v in data.items() if k != "oof"}, target=target, label_settings=label_settings, top_n=top_n)
+    changes = None
+    if settings.get("history"):
+        from matscreen import history
+
+        snap = history.snapshot(
+            structures=data["structures"], labels=data["labels"], metrics=data["metrics"], ranked=data["ranked"],
+            top_n=top_n, targets=targets, run_key=history.inputs_key(inputs.values()),
+            config_hash=str(tables.read_provenance(inputs["ranked"]).get("config_hash", "")),
+        )
+        changes, _ = history.update(settings["history"], snap)
+    text = summary(**{k: v for k, v in data.items() if k != "oof"}, target=target, label_settings=label_settings,
+                   top_n=top_n, changes=changes)
     (out / "summary.md").write_text(text)
     log.info("report written to %s", out / "summary.md")

@@ -1,4 +1,6 @@
 # Summary report (Markdown + figures); `snakemake --report report.html` embeds the same figures.
+# It also records a run snapshot in report.history (not an output: it must outlive reruns) and
+# starts summary.md with what changed since the previous run (nightly refresh).
 rule report:
     input:
         structures=rules.ingest.output.structures,
@@ -10,6 +12,7 @@ rule report:
         oof=rules.train.output.oof,
         ranked=rules.rank.output.ranked,
         next_up=rules.rank.output.next,
+        targets="results/label/targets.parquet",
     output:
         summary=report("results/report/summary.md", caption="../report/summary.rst", category="Summary"),
         parity=report("results/report/parity.png", caption="../report/parity.rst", category="Model"),
