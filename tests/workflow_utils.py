@@ -1,11 +1,20 @@
-"""Helpers for tests that run the whole workflow in a temporary working directory."""
+"""Helpers for tests that run the whole workflow in a temporary working directory.
+
+One complete run of the tiny config (:func:`baseline_run`, about 2.5 minutes, mostly PySCF) is
+made once per pytest session and shared by every workflow-level test: tests copy it
+(:func:`copy_workdir`, modification times kept, so Snakemake sees it up to date) or copy its
+filled label store, and never change it in place.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +39,11 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1200, cores: int = 2) ->
 
 
 def make_workdir(root: Path, overrides: dict | None = None) -> Path:
-    """A workdir with the tiny config and an input folder whose name has a space and a non-ASCII letter."""
+    """A workdir with the tiny config and an input folder whose name has a space and a non-ASCII letter.
+
+    ``ingest.inputs`` is relative to the workdir (Snakemake runs with ``-d workdir``), so a copy
+    of the workdir reads its own inputs and ``source`` columns compare equal between workdirs.
+    """
     work = root / "run"
     inputs = work / "in put ü"
     inputs.mkdir(parents=True)
@@ -38,11 +51,128 @@ def make_workdir(root: Path, overrides: dict | None = None) -> Path:
     shutil.copy(DATA / "perovskite" / "BaTiO3_P4mm_pyxtal_BTO.cif", inputs / "BaTiO3_tétragonal.cif")
     (inputs / "broken.cif").write_text("data_broken\n_cell_length_a 3.9\n_atom_site_label\n")
     cfg = yaml.safe_load((ROOT / "tests" / "config" / "tiny.yaml").read_text())
-    cfg["ingest"]["inputs"] = [str(inputs)]
+    cfg["ingest"]["inputs"] = [inputs.name]
+    write_config(work, cfg, overrides)
+    return work
+
+
+def write_config(work: Path, cfg: dict, overrides: dict | None = None) -> None:
+    """Write ``cfg`` with ``overrides`` (section -> dict merged one level deep, or a value) to work/config.yaml."""
     for section, values in (overrides or {}).items():
         cfg.setdefault(section, {}).update(values) if isinstance(values, dict) else cfg.__setitem__(section, values)
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return work
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True))
+
+
+def read_config(work: Path) -> dict:
+    return yaml.safe_load((work / "config.yaml").read_text())
+
+
+_BASELINE: dict[str, Path] = {}
+
+
+def baseline_run(tmp_path_factory) -> Path:
+    """The workdir of one complete, uninterrupted run of the tiny config, made once per session.
+
+    Never modify it: copy it with :func:`copy_workdir` or copy its label store.
+    """
+    if "work" not in _BASELINE:
+        work = make_workdir(tmp_path_factory.mktemp("baseline"))
+        res = snakemake(work)
+        assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-8000:]
+        _BASELINE["work"] = work
+    return _BASELINE["work"]
+
+
+def copy_workdir(src: Path, root: Path, *, results: bool = True) -> Path:
+    """A copy of workdir ``src`` at ``root/run`` with modification times kept.
+
+    With ``results=False`` only the inputs, the config and the label store are copied (a fresh
+    run that computes no label twice); otherwise everything, including Snakemake's metadata,
+    so Snakemake sees the copy as up to date.
+    """
+    dst = root / "run"
+    if results:
+        shutil.copytree(src, dst, symlinks=True)
+    else:
+        dst.mkdir(parents=True)
+        for name in ("config.yaml",):
+            shutil.copy2(src / name, dst / name)
+        cfg = read_config(src)
+        for entry in cfg["ingest"]["inputs"]:
+            shutil.copytree(src / entry, dst / entry, symlinks=True)
+        store = cfg["label"]["store"]
+        if (src / store).exists():
+            shutil.copytree(src / store, dst / store)
+    return dst
+
+
+def store_entries(work: Path) -> set[str]:
+    """Label store entries (``<settings_hash>/<kind>/<key>.parquet``) of a workdir."""
+    store = work / read_config(work)["label"]["store"]
+    return {str(p.relative_to(store)) for p in store.rglob("*.parquet")}
+
+
+def computed_in_logs(work: Path) -> dict[str, list[str]]:
+    """Which label jobs of the last run computed with PySCF rather than copying a store hit.
+
+    label.py logs ``computing label`` / ``computing reference`` on a miss and ``store hit`` on
+    a hit; Snakemake removes a job's log before running it, so the logs describe the latest run.
+    """
+    out: dict[str, list[str]] = {"structures": [], "references": []}
+    for kind, marker in (("structures", "computing label"), ("references", "computing reference")):
+        for log in sorted((work / "logs" / "label" / kind).glob("*.log")):
+            if marker in log.read_text(errors="replace"):
+                out[kind].append(log.stem)
+    return out
+
+
+def start_snakemake(workdir: Path, *args: str, out: Path, cores: int = 2) -> subprocess.Popen:
+    """Start Snakemake in its own session (process group = its pid), output to ``out``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    fh = open(out, "a")  # noqa: SIM115 - closed by the child's exit; the test reads the file
+    return subprocess.Popen(
+        [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile", str(workdir / "config.yaml"),
+         "--cores", str(cores), *args],
+        stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+
+
+def wait_until(proc: subprocess.Popen, condition: Callable[[], bool], timeout: float = 600, poll: float = 0.02) -> bool:
+    """Poll ``condition`` until it holds (True) or ``proc`` ends or the time is up (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return condition()
+        time.sleep(poll)
+    return False
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL Snakemake's whole process group (the controller and every job it started)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+
+
+def session_processes(proc: subprocess.Popen, needle: str) -> list[int]:
+    """Pids of processes in ``proc``'s session (so: started by it) whose command line contains ``needle``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(d.name)) != proc.pid:
+                continue
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ProcessLookupError):
+            continue
+        if needle in cmd:
+            out.append(int(d.name))
+    return out
 
 
 #: Result tables compared between runs (path under results/).

@@ -23,7 +23,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ def snapshot(
     top = ranked.sort_values("rank").head(int(top_n)) if "rank" in ranked else ranked.head(int(top_n))
     return {
         "format": SNAPSHOT_FORMAT,
-        "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_key": run_key,
         "baseline": None,
         "config_hash": config_hash,
@@ -179,7 +179,7 @@ def record(folder: str | os.PathLike[str], snap: Mapping[str, Any], previous: Ma
     if history and snap.get("run_key") and history[-1].get("run_key") == snap["run_key"]:
         path = Path(history[-1]["_file"])
     else:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = folder / f"{_PREFIX}{stamp}-{str(snap.get('run_key') or 'nokey')[:12]}.json"
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:

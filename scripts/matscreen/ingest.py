@@ -205,7 +205,7 @@ def _decode(data: bytes) -> str:
             raise _Reject("not_text", "not UTF-8 or Latin-1 text") from None
         controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f")
         if controls > max(5, len(text) // 100):
-            raise _Reject("not_text", f"binary content ({controls} control characters)")
+            raise _Reject("not_text", f"binary content ({controls} control characters)") from None
         return text
 
 

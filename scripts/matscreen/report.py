@@ -50,7 +50,7 @@ def parity_plot(oof: pd.DataFrame, target: str, path: str | Path) -> None:
     pad = 0.05 * (hi - lo or 1.0)
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
     ax.set_xlabel(f"PySCF {target}")
-    ax.set_ylabel(f"out-of-fold prediction")
+    ax.set_ylabel("out-of-fold prediction")
     ax.set_title("Cross-validated predictions")
     fig.tight_layout()
     fig.savefig(path)

@@ -1,0 +1,264 @@
+"""Nightly refresh: a new structure file leads to one new PySCF label and a report of what changed.
+
+The fast tests check the two pieces on their own (per-file ingest cache, run history); the slow
+ones take the shared baseline run of the tiny config, drop one new structure file into its
+input folder and run the workflow again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from matscreen import history, ingest, tables
+from workflow_utils import (
+    DATA,
+    baseline_run,
+    computed_in_logs,
+    copy_workdir,
+    snakemake,
+    store_entries,
+)
+
+#: The structure dropped into the input folder: cubic BaTiO3 at a = 4.00 Å as a POSCAR. Its
+#: elements already have references, and it is not a duplicate of the tetragonal (P4mm)
+#: BaTiO3 already there (another space group), so it gets exactly one new label.
+NEW_POSCAR = """BaTiO3 cubic a = 4.00 A
+1.0
+4.00 0.00 0.00
+0.00 4.00 0.00
+0.00 0.00 4.00
+Ba Ti O
+1 1 3
+direct
+0.0 0.0 0.0
+0.5 0.5 0.5
+0.5 0.5 0.0
+0.5 0.0 0.5
+0.0 0.5 0.5
+"""
+NEW_NAME = "POSCAR_BaTiO3 cubic à 4.00"
+
+
+# --- per-file ingest cache ----------------------------------------------------------------------
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    d = tmp_path / "in put ü"
+    d.mkdir()
+    shutil.copy(DATA / "perovskite" / "SrTiO3_Pm-3m_pymatgen.json", d / "SrTiO3.json")
+    shutil.copy(DATA / "perovskite" / "BaTiO3_P4mm_pyxtal_BTO.cif", d / "BaTiO3.cif")
+    shutil.copy(DATA / "spinel" / "FeAl2O4_hercynite_amcsd.cif", d / "FeAl2O4.cif")
+    (d / "broken.cif").write_text("data_broken\n_cell_length_a 3.9\n_atom_site_label\n")
+    return d
+
+
+def _hits(caplog) -> str:
+    return [r.getMessage() for r in caplog.records if "ingest cache" in r.getMessage()][-1]
+
+
+def test_cache_gives_the_same_tables_and_reads_only_new_files(folder, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    settings: dict = {}
+    with caplog.at_level(logging.INFO, logger="matscreen.ingest"):
+        s0, r0 = ingest.ingest([str(folder)], settings, cache=None)
+        s1, r1 = ingest.ingest([str(folder)], settings, cache=cache)
+        assert _hits(caplog).endswith("0 of 4 files from the cache, 4 read")
+        s2, r2 = ingest.ingest([str(folder)], settings, cache=cache)
+        assert _hits(caplog).endswith("4 of 4 files from the cache, 0 read")
+        pd.testing.assert_frame_equal(s0, s1)
+        pd.testing.assert_frame_equal(s1, s2)
+        pd.testing.assert_frame_equal(r0, r2)
+        assert len(s2) == 3 and list(r2["reason"]) == ["no_structure"]
+
+        (folder / "POSCAR_new").write_text(NEW_POSCAR)
+        s3, _ = ingest.ingest([str(folder)], settings, cache=cache)
+        assert _hits(caplog).endswith("4 of 5 files from the cache, 1 read")
+        assert len(s3) == 4 and "BaTiO3" in set(s3.loc[s3["source"].str.endswith("POSCAR_new"), "reduced_formula"])
+
+
+def test_cache_follows_renames_edits_and_settings(folder, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    first, _ = ingest.ingest([str(folder)], {}, cache=cache)
+    os.rename(folder / "SrTiO3.json", folder / "renamed SrTiO3.json")
+    with caplog.at_level(logging.INFO, logger="matscreen.ingest"):
+        moved, _ = ingest.ingest([str(folder)], {}, cache=cache)
+        assert _hits(caplog).endswith("4 of 4 files from the cache, 0 read"), "a renamed file is the same content"
+    row = moved[moved["reduced_formula"] == "SrTiO3"].iloc[0]
+    assert row["source"] == str(folder / "renamed SrTiO3.json")
+    assert row["structure_id"] == first.loc[first["reduced_formula"] == "SrTiO3", "structure_id"].iloc[0]
+
+    # An edited file is new content: read again (here it becomes a parse error).
+    (folder / "BaTiO3.cif").write_text((folder / "BaTiO3.cif").read_text()[:200])
+    with caplog.at_level(logging.INFO, logger="matscreen.ingest"):
+        _, rej = ingest.ingest([str(folder)], {}, cache=cache)
+        assert _hits(caplog).endswith("3 of 4 files from the cache, 1 read")
+    assert str(folder / "BaTiO3.cif") in set(rej["source"])
+
+    # Settings that change what a file yields select another part of the cache.
+    with caplog.at_level(logging.INFO, logger="matscreen.ingest"):
+        ingest.ingest([str(folder)], {"symprec": 0.01}, cache=cache)
+        assert _hits(caplog).endswith("0 of 4 files from the cache, 4 read")
+        ingest.ingest([str(folder)], {"dedupe": {"enabled": False}}, cache=cache)
+        assert _hits(caplog).endswith("4 of 4 files from the cache, 0 read"), "dedupe acts across files"
+    assert ingest.cache_key({}) != ingest.cache_key({}, {"basis": "gth-dzvp"})
+
+
+def test_unreadable_cache_entries_and_unreadable_files_are_read_again(folder, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    first, _ = ingest.ingest([str(folder)], {}, cache=cache)
+    for entry in cache.rglob("*.json"):
+        entry.write_text("{not json")
+    link = folder / "dangling.cif"
+    link.symlink_to(folder / "nowhere.cif")
+    with caplog.at_level(logging.INFO, logger="matscreen.ingest"):
+        again, rej = ingest.ingest([str(folder)], {}, cache=cache)
+        assert _hits(caplog).endswith("0 of 5 files from the cache, 5 read")
+    assert any("is unreadable" in r.getMessage() for r in caplog.records)
+    pd.testing.assert_frame_equal(first, again)
+    assert rej.set_index("source").loc[str(link), "reason"] == "unreadable"
+    assert not any(str(link) in p.read_text() for p in cache.rglob("*.json")), "an unreadable file is never cached"
+
+
+# --- run history --------------------------------------------------------------------------------
+
+
+def _tables(labels: dict[str, float | None], top: list[str], mae: float) -> dict:
+    structures = tables.conform(pd.DataFrame({
+        "structure_id": list(labels), "source": [f"{k}.cif" for k in labels], "block": "", "source_sha256": "0",
+        "family": "perovskite", "formula": "Sr1 Ti1 O3", "reduced_formula": "SrTiO3", "nsites": 5,
+        "duplicate_of": None, "structure": "{}",
+    }), tables.STRUCTURES)
+    lab = tables.conform(pd.DataFrame({
+        "structure_id": list(labels), "settings_hash": "h", "formula": "Sr1 Ti1 O3",
+        "status": ["ok" if v is not None else "failed" for v in labels.values()],
+        "formation_energy_ev_per_atom": [v if v is not None else float("nan") for v in labels.values()],
+    }), tables.LABELS)
+    metrics = pd.DataFrame({"fold": ["all", "all", "0"], "metric": ["mae", "spearman", "mae"],
+                            "value": [mae, float("nan"), 9.0]})
+    ranked = pd.DataFrame({"candidate_id": top, "formula": "X", "family": "perovskite",
+                           "prediction": [float(i) for i in range(len(top))], "rank": range(1, len(top) + 1)})
+    return {"structures": structures, "labels": lab, "metrics": metrics, "ranked": ranked}
+
+
+def test_history_reports_what_changed(tmp_path):
+    folder = tmp_path / "history"
+    a = history.snapshot(**_tables({"s-1": -1.0, "s-2": None}, ["c-1", "c-2", "c-3"], 0.5), top_n=2, run_key="A")
+    text, p1 = history.update(folder, a)
+    assert "No earlier run" in text and p1.exists()
+
+    b = history.snapshot(**_tables({"s-1": -1.0, "s-2": -2.0, "s-3": -3.0}, ["c-3", "c-1", "c-2"], 0.25),
+                         top_n=2, run_key="B")
+    text, p2 = history.update(folder, b)
+    ch = history.diff(json.loads(p1.read_text()), b)
+    assert [r["structure_id"] for r in ch.new_labels] == ["s-3"]
+    assert [r["structure_id"] for r in ch.new_structures] == ["s-3"]
+    assert [(r["structure_id"], r["status_before"], r["status_after"]) for r in ch.changed_labels] == [("s-2", "failed", "ok")]
+    assert [r["candidate_id"] for r in ch.entered_top] == ["c-3"] and [r["candidate_id"] for r in ch.left_top] == ["c-2"]
+    mae = next(m for m in ch.metrics if m["metric"] == "mae")
+    assert (mae["before"], mae["after"], mae["change"]) == (0.5, 0.25, -0.25)
+    assert next(m for m in ch.metrics if m["metric"] == "spearman")["after"] is None  # NaN stored as null
+    assert "s-3" in text and "| mae | 0.5 | 0.25 | -0.25 |" in text and "1 entered, 1 left" in text
+    assert json.loads(p2.read_text())["baseline"] == "A"
+
+    # The same report job again (killed, then rerun over the same inputs): same comparison, no new file.
+    again, p3 = history.update(folder, dict(b))
+    assert p3 == p2 and again == text and len(history.load_history(folder)) == 2
+
+    # A later run over unchanged results says so.
+    c = {**b, "run_key": "C"}
+    text, _ = history.update(folder, c)
+    assert "Nothing changed" in text
+
+
+def test_unreadable_history_files_are_skipped(tmp_path, caplog):
+    folder = tmp_path / "history"
+    folder.mkdir()
+    (folder / "run-00000000T000000000000Z-x.json").write_text("{broken")
+    snap = history.snapshot(**_tables({"s-1": -1.0}, ["c-1"], 0.5), top_n=1, run_key="A")
+    with caplog.at_level(logging.WARNING, logger="matscreen.history"):
+        text, _ = history.update(folder, snap)
+    assert "No earlier run" in text
+    assert any("unreadable" in r.getMessage() and "run-00000000T" in r.getMessage() for r in caplog.records)
+
+
+# --- the workflow: add one file, run again ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def refreshed(tmp_path_factory):
+    base = baseline_run(tmp_path_factory)
+    work = copy_workdir(base, tmp_path_factory.mktemp("refresh"))
+    dry = snakemake(work, "-n")
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, "the copy must be up to date"
+    before = store_entries(work)
+    inputs = work / "in put ü"
+    (inputs / NEW_NAME).write_text(NEW_POSCAR)
+    res = snakemake(work)
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-8000:]
+    return work, base, before
+
+
+def _new_id(work: Path) -> str:
+    s = tables.read_table(work / "results/ingest/structures.parquet", tables.STRUCTURES)
+    row = s[s["source"].str.endswith(NEW_NAME)]
+    assert len(row) == 1 and row["duplicate_of"].isna().all()
+    return row["structure_id"].iloc[0]
+
+
+@pytest.mark.slow
+def test_exactly_one_new_pyscf_calculation(refreshed):
+    work, base, before = refreshed
+    new_id = _new_id(work)
+    added = store_entries(work) - before
+    assert [Path(p).parent.name + "/" + Path(p).stem for p in added] == [f"structures/{new_id}"]
+    assert computed_in_logs(work) == {"structures": [new_id], "references": []}
+    labels = tables.read_table(work / "results/label/labels.parquet", tables.LABELS)
+    old = tables.read_table(base / "results/label/labels.parquet", tables.LABELS)
+    assert set(labels["structure_id"]) == set(old["structure_id"]) | {new_id}
+    assert labels.set_index("structure_id").loc[new_id, "status"] == "ok"
+
+
+@pytest.mark.slow
+def test_only_the_new_file_was_read(refreshed):
+    work, _, _ = refreshed
+    log = (work / "logs/ingest/ingest.log").read_text()
+    assert "3 of 4 files from the cache, 1 read" in log
+
+
+@pytest.mark.slow
+def test_report_says_what_changed(refreshed):
+    work, base, _ = refreshed
+    new_id = _new_id(work)
+    text = (work / "results/report/summary.md").read_text()
+    section = text.split("## Changes since the last run", 1)[1].split("\n## Ingest", 1)[0]
+    assert "1 new, 0 removed" in section and "PySCF labels: 1 new, 0 changed" in section
+    assert new_id in section and NEW_NAME in section
+    old_metrics = tables.read_table(base / "results/train/cv_metrics.parquet", tables.CV_METRICS)
+    new_metrics = tables.read_table(work / "results/train/cv_metrics.parquet", tables.CV_METRICS)
+    for m in ("mae", "n_train"):
+        before = old_metrics[(old_metrics["fold"] == "all") & (old_metrics["metric"] == m)]["value"].iloc[0]
+        after = new_metrics[(new_metrics["fold"] == "all") & (new_metrics["metric"] == m)]["value"].iloc[0]
+        assert f"| {m} | {before:.4g} | {after:.4g} |" in section
+    top_n = int(json.loads(sorted((work / "results/history").glob("run-*.json"))[-1].read_text())["top_n"])
+    old_top = set(tables.read_table(base / "results/screen/ranked.parquet", tables.PREDICTIONS)["candidate_id"][:top_n])
+    new_top = set(tables.read_table(work / "results/screen/ranked.parquet", tables.PREDICTIONS)["candidate_id"][:top_n])
+    assert f"{len(new_top - old_top)} entered, {len(old_top - new_top)} left" in section
+    for cid in new_top ^ old_top:
+        assert cid in section
+
+
+@pytest.mark.slow
+def test_history_keeps_one_snapshot_per_run(refreshed):
+    work, base, _ = refreshed
+    runs = history.load_history(work / "results/history")
+    assert len(runs) == len(history.load_history(base / "results/history")) + 1
+    assert runs[-1]["baseline"] == runs[-2]["run_key"]
+    res = snakemake(work, "-n")
+    assert "Nothing to be done" in res.stdout + res.stderr
