@@ -1,5 +1,8 @@
 # Snakemake adapter: rule label_structure -> matscreen.label.run_structure (one structure, one SCF)
-from matscreen.logs import setup_logging
+import os
+
+os.environ["OMP_NUM_THREADS"] = str(snakemake.threads)  # before numpy/PySCF start their thread pools
+from matscreen.logs import setup_logging  # noqa: E402
 
 setup_logging(snakemake.log[0])
 from matscreen import label  # noqa: E402

@@ -31,7 +31,7 @@ rule label_structure:
     resources:
         mem_mb=label_mem_mb,
         runtime=label_runtime,
-    retries: config["label"]["resources"].get("retries", 2)
+    retries: config["label"]["resources"]["retries"]
     log:
         "logs/label/structures/{structure_id}.log",
     benchmark:
@@ -50,7 +50,7 @@ rule label_reference:
         settings=config["label"],
         config_hash=CONFIG_HASH,
     threads: config["label"]["resources"]["threads"]
-    retries: config["label"]["resources"].get("retries", 2)
+    retries: config["label"]["resources"]["retries"]
     log:
         "logs/label/references/{element}.log",
     benchmark:
