@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -200,9 +201,10 @@ def refreshed(tmp_path_factory):
     before = store_entries(work)
     inputs = work / "in put ü"
     (inputs / NEW_NAME).write_text(NEW_POSCAR)
+    started = time.time()
     res = snakemake(work)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-8000:]
-    return work, base, before
+    return work, base, before, started
 
 
 def _new_id(work: Path) -> str:
@@ -214,27 +216,30 @@ def _new_id(work: Path) -> str:
 
 @pytest.mark.slow
 def test_exactly_one_new_pyscf_calculation(refreshed):
-    work, base, before = refreshed
+    work, base, before, started = refreshed
     new_id = _new_id(work)
     added = store_entries(work) - before
     assert [Path(p).parent.name + "/" + Path(p).stem for p in added] == [f"structures/{new_id}"]
-    assert computed_in_logs(work) == {"structures": [new_id], "references": []}
+    assert computed_in_logs(work, since=started) == {"structures": [new_id], "references": []}
     labels = tables.read_table(work / "results/label/labels.parquet", tables.LABELS)
     old = tables.read_table(base / "results/label/labels.parquet", tables.LABELS)
+    hits = {p.stem for p in (work / "logs/label/structures").glob("*.log")
+            if p.stat().st_mtime >= started and "label store hit" in p.read_text()}
+    assert hits == set(old["structure_id"]), "every earlier label was copied from the store"
     assert set(labels["structure_id"]) == set(old["structure_id"]) | {new_id}
     assert labels.set_index("structure_id").loc[new_id, "status"] == "ok"
 
 
 @pytest.mark.slow
 def test_only_the_new_file_was_read(refreshed):
-    work, _, _ = refreshed
+    work = refreshed[0]
     log = (work / "logs/ingest/ingest.log").read_text()
     assert "3 of 4 files from the cache, 1 read" in log
 
 
 @pytest.mark.slow
 def test_report_says_what_changed(refreshed):
-    work, base, _ = refreshed
+    work, base = refreshed[:2]
     new_id = _new_id(work)
     text = (work / "results/report/summary.md").read_text()
     section = text.split("## Changes since the last run", 1)[1].split("\n## Ingest", 1)[0]
@@ -256,7 +261,7 @@ def test_report_says_what_changed(refreshed):
 
 @pytest.mark.slow
 def test_history_keeps_one_snapshot_per_run(refreshed):
-    work, base, _ = refreshed
+    work, base = refreshed[:2]
     runs = history.load_history(work / "results/history")
     assert len(runs) == len(history.load_history(base / "results/history")) + 1
     assert runs[-1]["baseline"] == runs[-2]["run_key"]

@@ -112,16 +112,17 @@ def store_entries(work: Path) -> set[str]:
     return {str(p.relative_to(store)) for p in store.rglob("*.parquet")}
 
 
-def computed_in_logs(work: Path) -> dict[str, list[str]]:
-    """Which label jobs of the last run computed with PySCF rather than copying a store hit.
+def computed_in_logs(work: Path, since: float = 0.0) -> dict[str, list[str]]:
+    """Which label jobs computed with PySCF rather than copying a store hit (logs written after ``since``).
 
     label.py logs ``computing label`` / ``computing reference`` on a miss and ``store hit`` on
-    a hit; Snakemake removes a job's log before running it, so the logs describe the latest run.
+    a hit; Snakemake removes a job's log before running it, so a log describes the job's latest
+    run, and ``since`` (a ``time.time()``) leaves out jobs that did not run again.
     """
     out: dict[str, list[str]] = {"structures": [], "references": []}
     for kind, marker in (("structures", "computing label"), ("references", "computing reference")):
         for log in sorted((work / "logs" / "label" / kind).glob("*.log")):
-            if marker in log.read_text(errors="replace"):
+            if log.stat().st_mtime >= since and marker in log.read_text(errors="replace"):
                 out[kind].append(log.stem)
     return out
 
@@ -158,8 +159,9 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=60)
 
 
-def session_processes(proc: subprocess.Popen, needle: str) -> list[int]:
-    """Pids of processes in ``proc``'s session (so: started by it) whose command line contains ``needle``."""
+def session_processes(proc: subprocess.Popen, needle: str, open_file: Path | None = None) -> list[int]:
+    """Pids of processes in ``proc``'s session (so: started by it) whose command line contains
+    ``needle`` and, if given, that hold ``open_file`` open (a job's log tells jobs of one rule apart)."""
     out = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -168,10 +170,15 @@ def session_processes(proc: subprocess.Popen, needle: str) -> list[int]:
             if os.getsid(int(d.name)) != proc.pid:
                 continue
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if needle not in cmd:
+                continue
+            if open_file is not None:
+                target = str(open_file.resolve())
+                if not any(os.readlink(fd) == target for fd in (d / "fd").iterdir()):
+                    continue
         except (OSError, ProcessLookupError):
             continue
-        if needle in cmd:
-            out.append(int(d.name))
+        out.append(int(d.name))
     return out
 
 

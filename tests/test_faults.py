@@ -1,0 +1,309 @@
+"""Faults and reproducibility of the whole workflow (tiny config, real PySCF).
+
+- A run killed with SIGKILL at several points (during a PySCF reference, during training,
+  during the report) is resumed with ``snakemake --unlock`` + ``--rerun-incomplete`` and ends
+  with the same tables as the uninterrupted baseline run; one label job is also killed on its
+  own while in its SCF (what the kernel's OOM killer does to a job over a cgroup/SLURM memory
+  limit), and Snakemake retries it with more memory.
+- A PySCF calculation that fails is recorded as ``failed`` with the reason; the rest of the
+  workflow goes on.
+- A corrupt Parquet shard stops only the jobs that read it, with a message naming the file;
+  every other result is kept.
+- Config values never reach a shell: every rule uses ``script:``.
+
+Columns ignored when comparing tables: ``wall_s`` and ``max_rss_mb`` of labels (timings of a
+calculation; equal here anyway for labels copied from the store). Parquet metadata
+(provenance) is not compared: it holds package versions and the config hash, equal on one
+machine, but it is not the result.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from matscreen import label, tables
+from workflow_utils import (
+    RESULT_TABLES,
+    ROOT,
+    assert_same_results,
+    baseline_run,
+    computed_in_logs,
+    copy_workdir,
+    kill_group,
+    read_config,
+    session_processes,
+    snakemake,
+    start_snakemake,
+    store_entries,
+    table_content,
+    wait_until,
+    write_config,
+)
+
+pytestmark = pytest.mark.slow
+
+NEW_POSCAR = """BaTiO3 cubic a = 4.00 A
+1.0
+4.00 0.00 0.00
+0.00 4.00 0.00
+0.00 0.00 4.00
+Ba Ti O
+1 1 3
+direct
+0.0 0.0 0.0
+0.5 0.5 0.5
+0.5 0.5 0.0
+0.5 0.0 0.5
+0.0 0.5 0.5
+"""
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return baseline_run(tmp_path_factory)
+
+
+def _cheapest(base: Path, prefix: str) -> str:
+    """The label job of the baseline that took the least time (``s-...`` or ``ref-<El>``)."""
+    times = {}
+    for p in (base / "results/benchmarks/label").glob(f"{prefix}*.tsv"):
+        times[p.stem] = float(pd.read_csv(p, sep="\t")["s"].iloc[0])
+    return min(times, key=times.__getitem__)
+
+
+def _text(p: Path) -> str:
+    try:
+        return p.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _store(work: Path) -> Path:
+    return work / read_config(work)["label"]["store"]
+
+
+# --- killed and resumed --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory, base):
+    """A fresh run (inputs, config and label store copied; two store entries removed, so that
+    two PySCF calculations really run) killed at three points and resumed after each."""
+    root = tmp_path_factory.mktemp("killed")
+    work = copy_workdir(base, root, results=False)
+    sid = _cheapest(base, "s-")
+    element = _cheapest(base, "ref-").removeprefix("ref-")
+    for rel in store_entries(work):
+        if rel.endswith(f"structures/{sid}.parquet") or rel.endswith(f"references/{element}.parquet"):
+            (_store(work) / rel).unlink()
+    ref_log = work / f"logs/label/references/{element}.log"
+    label_log = work / f"logs/label/structures/{sid}.log"
+    events: dict[str, bool] = {}
+    outs = [root / f"snakemake-{i}.out" for i in range(4)]
+    proc = None
+
+    def in_scf(log: Path) -> bool:
+        return "SCF attempt" in _text(log)
+
+    try:
+        # 1. SIGKILL on the whole process group as soon as one of the two calculations is in its
+        #    SCF (so neither has finished: both are still missing from the store afterwards).
+        proc = start_snakemake(work, out=outs[0])
+        events["PySCF"] = wait_until(proc, lambda: in_scf(ref_log) or in_scf(label_log)) and proc.poll() is None
+        kill_group(proc)
+        events["nothing stored"] = not any(sid in e or f"/{element}." in e for e in store_entries(work))
+
+        # A killed Snakemake leaves its lock: resuming needs --unlock first (documented procedure).
+        locked = snakemake(work, "--rerun-incomplete", "-n")
+        events["lock left behind"] = "cannot be locked" in locked.stdout + locked.stderr
+        assert snakemake(work, "--unlock").returncode == 0
+        ref_log.unlink(missing_ok=True)  # logs of the killed jobs: the waits below must see new ones
+        label_log.unlink(missing_ok=True)
+
+        # 2. The structure's label job alone is killed in its SCF (what the kernel's OOM killer does
+        #    to a job over its cgroup memory limit); Snakemake retries it with more memory. Then the
+        #    whole group is killed during training.
+        proc = start_snakemake(work, "--rerun-incomplete", out=outs[1])
+        events["label SCF"] = wait_until(proc, lambda: in_scf(label_log)) and proc.poll() is None
+        pids = session_processes(proc, "label_structure.py", open_file=label_log)
+        events["label job found"] = len(pids) == 1
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        events["train"] = wait_until(proc, lambda: (work / "logs/train/train.log").exists()) and proc.poll() is None
+        kill_group(proc)
+        assert snakemake(work, "--unlock").returncode == 0
+
+        # 3. Killed during the report.
+        proc = start_snakemake(work, "--rerun-incomplete", out=outs[2])
+        events["report"] = wait_until(proc, lambda: (work / "logs/report/report.log").exists()) and proc.poll() is None
+        kill_group(proc)
+        assert snakemake(work, "--unlock").returncode == 0
+    finally:
+        if proc is not None and proc.poll() is None:
+            kill_group(proc)
+
+    # 4. Resume to the end.
+    final = snakemake(work, "--rerun-incomplete")
+    outs[3].write_text(final.stdout + final.stderr)
+    assert final.returncode == 0, final.stdout[-5000:] + final.stderr[-8000:]
+    return {"work": work, "events": events, "outs": outs, "sid": sid, "element": element}
+
+
+def test_every_kill_point_was_reached_while_running(killed):
+    assert killed["events"] == {"PySCF": True, "nothing stored": True, "lock left behind": True, "label SCF": True,
+                                "label job found": True, "train": True, "report": True}
+
+
+def test_killed_label_job_was_retried_with_more_memory(killed):
+    out = killed["outs"][1].read_text()
+    sid = killed["sid"]
+    assert "Error in rule label_structure" in out
+    blocks = [b for b in out.split("rule label_structure:")[1:] if f"structures/{sid}.parquet" in b.split("\n\n")[0]]
+    mems = [int(m.group(1)) for b in blocks if (m := re.search(r"mem_mb=(\d+)", b))]
+    assert len(mems) >= 2 and mems[1] > mems[0], mems
+
+
+def test_resumed_run_equals_uninterrupted_run(killed, base):
+    work = killed["work"]
+    assert_same_results(base, work)
+    pd.testing.assert_frame_equal(pd.read_csv(base / "results/screen/top.csv"), pd.read_csv(work / "results/screen/top.csv"))
+    assert (base / "results/train/model.json").read_bytes() == (work / "results/train/model.json").read_bytes()
+
+
+def test_recomputed_pyscf_results_are_identical(killed, base):
+    """Two runs of the same config: the label and the reference PySCF computed again (not from
+    the store) are bit-for-bit the baseline's, so every downstream table can be too."""
+    work, sid, element = killed["work"], killed["sid"], killed["element"]
+    assert f"structures/{sid}.parquet" in "\n".join(store_entries(work))
+    new = tables.read_table(work / "results/label/labels.parquet", tables.LABELS).set_index("structure_id")
+    old = tables.read_table(base / "results/label/labels.parquet", tables.LABELS).set_index("structure_id")
+    assert new.loc[sid, "status"] == "ok"
+    assert new.loc[sid, "energy_ha"] == old.loc[sid, "energy_ha"]
+    assert new.loc[sid, "scf_cycles"] == old.loc[sid, "scf_cycles"]
+    refs_new = tables.read_table(work / "results/label/references.parquet", tables.REFERENCES).set_index("element")
+    refs_old = tables.read_table(base / "results/label/references.parquet", tables.REFERENCES).set_index("element")
+    assert refs_new.loc[element, "energy_per_atom_ha"] == refs_old.loc[element, "energy_per_atom_ha"]
+
+
+# --- a failing PySCF calculation -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def failing(tmp_path_factory, base):
+    """The baseline plus a new structure, with SCF settings that cannot converge (one cycle, no
+    failure ladder). The label store of the new settings is seeded with the baseline's entries,
+    so that only the new structure's SCF runs under them (and fails) while everything else goes on."""
+    work = copy_workdir(base, tmp_path_factory.mktemp("failing"))
+    cfg = read_config(work)
+    old_hash = label.settings_hash(cfg["label"])
+    write_config(work, cfg, {"label": {"max_cycle": 1, "failure_ladder": []}})
+    new_hash = label.settings_hash(read_config(work)["label"])
+    assert new_hash != old_hash
+    shutil.copytree(_store(work) / old_hash, _store(work) / new_hash)
+    (work / "in put ü" / "BaTiO3 cubic.vasp").write_text(NEW_POSCAR)
+    res = snakemake(work)
+    return work, res, new_hash
+
+
+def test_failed_scf_is_recorded_and_the_run_goes_on(failing, base):
+    work, res, new_hash = failing
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-8000:]
+    s = tables.read_table(work / "results/ingest/structures.parquet", tables.STRUCTURES)
+    new_id = s.loc[s["source"].str.endswith("BaTiO3 cubic.vasp"), "structure_id"].iloc[0]
+    assert computed_in_logs(work) == {"structures": [new_id], "references": []}
+    labels = tables.read_table(work / "results/label/labels.parquet", tables.LABELS).set_index("structure_id")
+    row = labels.loc[new_id]
+    assert row["status"] == "failed" and not row["converged"] and pd.isna(row["energy_ha"])
+    assert "SCF failed in all 1 attempts" in row["error"] and "not converged" in row["error"]
+    # The good labels are kept and used: same energies as the baseline, model trained on them.
+    old = tables.read_table(base / "results/label/labels.parquet", tables.LABELS).set_index("structure_id")
+    pd.testing.assert_series_equal(labels.loc[old.index, "energy_ha"], old["energy_ha"])
+    metrics = tables.read_table(work / "results/train/cv_metrics.parquet", tables.CV_METRICS)
+    n_used = metrics[(metrics["fold"] == "all") & (metrics["metric"] == "n_test")]["value"].iloc[0]
+    assert n_used == int(labels["formation_energy_ev_per_atom"].notna().sum()) == len(old)
+    summary = (work / "results/report/summary.md").read_text()
+    assert "1 failed" in summary and new_id in summary
+    # The failure is in the store too: a rerun with the same settings does not try again.
+    entry = _store(work) / new_hash / "structures" / f"{new_id}.parquet"
+    assert tables.read_table(entry, tables.LABELS)["status"].iloc[0] == "failed"
+
+
+# --- a corrupt Parquet shard ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corrupt(tmp_path_factory, base):
+    work = copy_workdir(base, tmp_path_factory.mktemp("corrupt"))
+    shard = work / "results/enumerate/candidates/part-0.parquet"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    before = {p: p.read_bytes() for p in (work / "results").rglob("*.parquet") if p != shard}
+    res = snakemake(work, "--keep-going")
+    return work, res, before
+
+
+CORRUPT_MESSAGE = "results/enumerate/candidates/part-0.parquet: not a readable Parquet file"
+
+
+def test_corrupt_shard_stops_only_the_jobs_that_read_it(corrupt):
+    work, res, _ = corrupt
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert set(re.findall(r"Error in rule (\w+):", out)) == {"featurize_candidates", "select_label_targets"}
+    for log in ("logs/featurize/candidates-0.log", "logs/label/select_label_targets.log"):
+        assert log in out, "Snakemake's error points at the job's log"
+
+
+def test_corrupt_shard_message_names_the_file(corrupt):
+    work = corrupt[0]
+    assert CORRUPT_MESSAGE in _text(work / "logs/label/select_label_targets.log")
+
+
+@pytest.mark.xfail(strict=True, reason="featurize._read_inputs opens inputs with pq.read_schema, whose ArrowInvalid "
+                   "does not name the file (fix in featurize.py: read through tables.read_table or add the path)")
+def test_corrupt_shard_message_names_the_file_in_featurize(corrupt):
+    work = corrupt[0]
+    assert "results/enumerate/candidates/part-0.parquet" in _text(work / "logs/featurize/candidates-0.log")
+
+
+def test_corrupt_shard_keeps_every_other_result(corrupt, base):
+    work, _, before = corrupt
+    kept = [p for p, data in before.items() if p.exists() and p.read_bytes() == data]
+    for rel in ("results/featurize/candidates/part-1.parquet", "results/label/labels.parquet",
+                "results/enumerate/candidates/part-1.parquet"):
+        assert work / rel in kept, rel
+    assert store_entries(work) == store_entries(base)
+
+
+# --- config never reaches a shell -------------------------------------------------------------------
+
+
+def test_rules_use_scripts_not_shell_commands():
+    rules = sorted((ROOT / "workflow/rules").glob("*.smk")) + [ROOT / "Snakefile"]
+    n_rules = n_scripts = 0
+    for f in rules:
+        text = f.read_text()
+        for i, line in enumerate(text.splitlines(), 1):
+            stripped = line.strip()
+            assert not re.match(r"(shell|run)\s*:", stripped), f"{f.name}:{i}: {stripped} (use script: with params)"
+            assert "{config" not in stripped, f"{f.name}:{i}: config interpolated into a string"
+        n_rules += len(re.findall(r"^(?:rule|checkpoint)\s+\w+\s*:", text, flags=re.M))
+        n_scripts += len(re.findall(r"^\s+script:", text, flags=re.M))
+    assert n_rules >= 10
+    assert n_scripts == n_rules - 1  # every rule but `all` runs a script
+
+
+def test_result_tables_listed_for_comparison_exist(base):
+    for rel in RESULT_TABLES:
+        assert len(table_content(base / "results" / rel, base)) or "next_to_label" in rel, rel
+    assert yaml.safe_load((base / "config.yaml").read_text())["ingest"]["inputs"] == ["in put ü"]
