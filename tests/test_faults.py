@@ -19,6 +19,7 @@ machine, but it is not the result.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -28,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from matscreen import label, tables
+from matscreen import history, label, tables
 from workflow_utils import (
     RESULT_TABLES,
     ROOT,
@@ -173,6 +174,15 @@ def test_killed_label_job_was_retried_with_more_memory(killed):
     assert len(mems) >= 2 and mems[1] > mems[0], mems
 
 
+def test_killed_job_is_named_with_its_likely_cause(killed):
+    out = killed["outs"][1].read_text()
+    assert "died with <Signals.SIGKILL: 9>" in out and "Trying to restart job" in out
+    jobs = history.failed_jobs(out)
+    assert [(j["rule"], j["restarted"]) for j in jobs] == [("label_structure", True)]
+    assert jobs[0]["log"] == f"logs/label/structures/{killed['sid']}.log"
+    assert "OOM killer" in jobs[0]["cause"] and "mem_mb" in jobs[0]["cause"]
+
+
 def test_resumed_run_equals_uninterrupted_run(killed, base):
     work = killed["work"]
     assert_same_results(base, work)
@@ -274,6 +284,25 @@ def test_corrupt_shard_message_names_the_file(corrupt):
 def test_corrupt_shard_message_names_the_file_in_featurize(corrupt):
     work = corrupt[0]
     assert "results/enumerate/candidates/part-0.parquet" in _text(work / "logs/featurize/candidates-0.log")
+
+
+def test_failed_run_is_recorded_in_the_history(corrupt):
+    """What the Snakefile's onerror handler records (history.record_failure on Snakemake's log)."""
+    work = corrupt[0]
+    snakemake_log = max((work / ".snakemake/log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
+    folder = work / "results/history"
+    path = history.record_failure(folder, snakemake_log, workdir=work)
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "failed"
+    jobs = {j["rule"]: j for j in rec["failed_jobs"]}
+    assert set(jobs) == {"featurize_candidates", "select_label_targets"}
+    assert jobs["select_label_targets"]["cause"] == "exit status 1"
+    assert any(CORRUPT_MESSAGE in line for line in jobs["select_label_targets"]["log_tail"])
+    # The next report lists it.
+    previous = history.load_history(folder)[-1]
+    text = history.changes_markdown(history.diff(previous, previous), previous, folder,
+                                    history.failures_since(folder, previous["recorded_at"]))
+    assert "1 failed run(s)" in text and "logs/featurize/candidates-0.log" in text
 
 
 def test_corrupt_shard_keeps_every_other_result(corrupt, base):

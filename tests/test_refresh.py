@@ -267,3 +267,51 @@ def test_history_keeps_one_snapshot_per_run(refreshed):
     assert runs[-1]["baseline"] == runs[-2]["run_key"]
     res = snakemake(work, "-n")
     assert "Nothing to be done" in res.stdout + res.stderr
+
+
+#: Lines of a real Snakemake 9.27 log (a job killed by SIGKILL and retried, then one that failed).
+SNAKEMAKE_LOG = """\
+RuleException:
+CalledProcessError in file "/work/main/workflow/rules/label.smk", line 42:
+Command 'set -euo pipefail;  /x/python3 /w/.snakemake/scripts/tmp4y0wui6g.label_structure.py' died with <Signals.SIGKILL: 9>.
+[Wed Nov 25 18:01:19 2026]
+Error in rule label_structure:
+    message: None
+    jobid: 18
+    input: results/label/targets.parquet
+    output: results/label/structures/s-390b304776470e33.parquet
+    log: logs/label/structures/s-390b304776470e33.log (check log file(s) for error details)
+Trying to restart job 18.
+Select jobs to execute...
+RuleException:
+CalledProcessError in file "/work/main/workflow/rules/featurize.smk", line 18:
+Command 'set -euo pipefail;  /x/python3 /w/.snakemake/scripts/tmp_k6xha1i.featurize.py' returned non-zero exit status 1.
+[Wed Nov 25 18:02:13 2026]
+Error in rule featurize_candidates:
+    message: None
+    jobid: 9
+    input: results/enumerate/candidates/part-0.parquet
+    output: results/featurize/candidates/part-0.parquet
+    log: logs/featurize/candidates-0.log (check log file(s) for error details)
+Exiting because a job execution failed. Look above for error messages
+"""
+
+
+def test_failed_runs_are_recorded_and_listed(tmp_path):
+    work = tmp_path / "work"
+    (work / "logs/featurize").mkdir(parents=True)
+    (work / "logs/featurize/candidates-0.log").write_text("Traceback ...\nValueError: part-0.parquet is broken\n")
+    (work / "snakemake.log").write_text(SNAKEMAKE_LOG)
+    folder = work / "history"
+    first = history.snapshot(**_tables({"s-1": -1.0}, ["c-1"], 0.5), top_n=1, run_key="A")
+    history.update(folder, first)
+    path = history.record_failure(folder, work / "snakemake.log", workdir=work)
+    rec = json.loads(path.read_text())
+    assert [j["rule"] for j in rec["failed_jobs"]] == ["featurize_candidates"]
+    assert rec["failed_jobs"][0]["cause"] == "exit status 1"
+    assert rec["failed_jobs"][0]["log_tail"][-1] == "ValueError: part-0.parquet is broken"
+    assert [j["rule"] for j in rec["retried_jobs"]] == ["label_structure"]
+    assert "OOM killer" in rec["retried_jobs"][0]["cause"]
+    text, _ = history.update(folder, {**first, "run_key": "B"})
+    assert "1 failed run(s)" in text and "logs/featurize/candidates-0.log" in text
+    assert len(history.load_history(folder)) == 2, "failed runs are never baselines"

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 1
 
 _PREFIX = "run-"
+_FAILED_PREFIX = "failed-"
 
 
 # --- snapshots ----------------------------------------------------------------------------------
@@ -181,7 +183,13 @@ def record(folder: str | os.PathLike[str], snap: Mapping[str, Any], previous: Ma
     else:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = folder / f"{_PREFIX}{stamp}-{str(snap.get('run_key') or 'nokey')[:12]}.json"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    _write_json(path, data)
+    return path
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (never a half file)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=1, sort_keys=True)
@@ -189,7 +197,109 @@ def record(folder: str | os.PathLike[str], snap: Mapping[str, Any], previous: Ma
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# --- failed runs ---------------------------------------------------------------------------------
+
+_ERROR_RE = re.compile(r"^Error in rule (?P<rule>\S+):\s*$")
+_FIELD_RE = re.compile(r"^\s+(?P<key>jobid|input|output|log|wildcards|message):\s*(?P<value>.*)$")
+_CAUSE_RE = re.compile(r"(died with <Signals\.(?P<signal>\w+): \d+>|returned non-zero exit status (?P<status>-?\d+))")
+
+#: What a job's death by a signal usually means here.
+_SIGNAL_HINTS = {
+    "SIGKILL": "killed (SIGKILL): most often the kernel's OOM killer or a cluster memory limit (raise the job's mem_mb), or a manual kill",
+    "SIGSEGV": "crashed (SIGSEGV): PySCF's C code segfaults when an allocation fails under a hard memory limit (ulimit -v)",
+    "SIGTERM": "terminated (SIGTERM): usually the scheduler's time limit (raise the job's runtime)",
+}
+
+
+def failed_jobs(snakemake_log: str) -> list[dict[str, Any]]:
+    """The failed jobs in the text of a Snakemake log: rule, jobid, output, log, cause.
+
+    Snakemake writes one ``Error in rule <name>:`` block per failed job (preceded by the
+    command's fate: ``died with <Signals.SIGKILL: 9>`` or ``returned non-zero exit status 1``).
+    A job that was retried and then succeeded still appears: ``restarted`` says so.
+    """
+    lines = snakemake_log.splitlines()
+    jobs: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        m = _ERROR_RE.match(line)
+        if not m:
+            continue
+        job: dict[str, Any] = {"rule": m.group("rule"), "cause": None, "restarted": False}
+        for prev in reversed(lines[max(0, i - 4):i]):
+            if c := _CAUSE_RE.search(prev):
+                sig = c.group("signal")
+                job["cause"] = _SIGNAL_HINTS.get(sig, f"killed by {sig}") if sig else f"exit status {c.group('status')}"
+                break
+        for nxt in lines[i + 1:i + 12]:
+            f = _FIELD_RE.match(nxt)
+            if f:
+                value = f.group("value")
+                job[f.group("key")] = value.split(" (check log file(s)")[0] if f.group("key") == "log" else value
+            elif nxt.startswith("Trying to restart job"):
+                job["restarted"] = True
+                break
+            elif not nxt.startswith(" "):
+                break
+        jobs.append(job)
+    return jobs
+
+
+def _log_tail(path: Path, n: int = 5) -> list[str]:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [ln for ln in lines if ln.strip()][-n:]
+
+
+def record_failure(folder: str | os.PathLike[str], snakemake_log: str | os.PathLike[str],
+                   workdir: str | os.PathLike[str] = ".") -> Path:
+    """Record a failed run in the history folder: ``failed-<UTC time>.json``.
+
+    Meant for the Snakefile's ``onerror:`` handler (``record_failure(config["report"]["history"],
+    log)``): which jobs failed, why (exit status or signal, with what a signal usually means),
+    the job's log file and its last lines. The next successful report lists the failed runs
+    since the previous snapshot. Never raises for an unreadable Snakemake log (it records that).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        text = Path(snakemake_log).read_text(errors="replace")
+    except OSError as exc:
+        text = ""
+        log.warning("run history: Snakemake log %s is unreadable (%s)", snakemake_log, exc)
+    jobs = failed_jobs(text)
+    for job in jobs:
+        if job.get("log"):
+            job["log_tail"] = _log_tail(Path(workdir) / job["log"].split(",")[0].strip())
+    final = [j for j in jobs if not j["restarted"]]
+    data = {
+        "format": SNAPSHOT_FORMAT, "status": "failed",
+        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "snakemake_log": str(snakemake_log), "failed_jobs": final, "retried_jobs": [j for j in jobs if j["restarted"]],
+    }
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    path = folder / f"{_FAILED_PREFIX}{stamp}.json"
+    _write_json(path, data)
+    log.error("run failed: %s", "; ".join(f"{j['rule']} ({j.get('log') or 'no log'}): {j['cause'] or 'see log'}"
+                                         for j in final) or "no failed job found in the Snakemake log")
     return path
+
+
+def failures_since(folder: str | os.PathLike[str], since: str | None) -> list[dict[str, Any]]:
+    """Failed-run records in ``folder`` with ``recorded_at`` after ``since`` (ISO time; None: all)."""
+    out = []
+    for p in sorted(Path(folder).glob(f"{_FAILED_PREFIX}*.json")):
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("run history: %s is unreadable (%s); skipped", p, exc)
+            continue
+        if since is None or str(rec.get("recorded_at", "")) >= since:
+            out.append({**rec, "_file": str(p)})
+    return out
 
 
 # --- what changed -------------------------------------------------------------------------------
@@ -270,14 +380,27 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def changes_markdown(changes: Changes | None, previous: Mapping[str, Any] | None, folder: str | os.PathLike[str]) -> str:
+def _failures_markdown(failures: list[dict[str, Any]]) -> list[str]:
+    if not failures:
+        return []
+    rows = [{"recorded_at": f.get("recorded_at"), "rule": j.get("rule"), "log": j.get("log"), "cause": j.get("cause")}
+            for f in failures for j in (f.get("failed_jobs") or [{}])]
+    return [f"{len(failures)} failed run(s) since then (recorded in `failed-*.json`):", "",
+            _table(rows, ["recorded_at", "rule", "log", "cause"])]
+
+
+def changes_markdown(changes: Changes | None, previous: Mapping[str, Any] | None, folder: str | os.PathLike[str],
+                     failures: list[dict[str, Any]] | None = None) -> str:
     """The report's "Changes since the last run" section (Markdown, with its heading)."""
     out = ["## Changes since the last run", ""]
+    failed = _failures_markdown(failures or [])
     if previous is None or changes is None:
+        out += failed
         out += [f"No earlier run is recorded in `{folder}`: this run is the baseline the next run is compared with.", ""]
         return "\n".join(out)
     out += [f"Compared with the run recorded at {previous.get('recorded_at', '?')} "
             f"(`{Path(str(previous.get('_file', '?'))).name}`).", ""]
+    out += failed
     if changes.nothing:
         out += ["Nothing changed: same structures, labels, model metrics and top candidates.", ""]
         return "\n".join(out)
@@ -312,7 +435,8 @@ def update(folder: str | os.PathLike[str], snap: dict[str, Any]) -> tuple[str, P
     history = load_history(folder)
     previous = previous_snapshot(history, snap.get("run_key", ""))
     changes = diff(previous, snap) if previous is not None else None
-    text = changes_markdown(changes, previous, folder)
+    failures = failures_since(folder, previous.get("recorded_at") if previous else None)
+    text = changes_markdown(changes, previous, folder, failures)
     path = record(folder, snap, previous)
     log.info("run history: snapshot %s (compared with %s)", path,
              Path(previous["_file"]).name if previous else "nothing: first recorded run")
