@@ -38,6 +38,7 @@ from workflow_utils import (
     computed_in_logs,
     copy_workdir,
     kill_group,
+    make_workdir,
     read_config,
     session_processes,
     snakemake,
@@ -291,7 +292,7 @@ def test_failed_run_is_recorded_in_the_history(corrupt):
     work = corrupt[0]
     snakemake_log = max((work / ".snakemake/log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
     folder = work / "results/history"
-    path = history.record_failure(folder, snakemake_log, workdir=work)
+    path = history.record_failure(folder, [snakemake_log], workdir=work)  # Snakemake 9 passes a list
     rec = json.loads(path.read_text())
     assert rec["status"] == "failed"
     jobs = {j["rule"]: j for j in rec["failed_jobs"]}
@@ -336,3 +337,18 @@ def test_result_tables_listed_for_comparison_exist(base):
     for rel in RESULT_TABLES:
         assert len(table_content(base / "results" / rel, base)) or "next_to_label" in rel, rel
     assert yaml.safe_load((base / "config.yaml").read_text())["ingest"]["inputs"] == ["in put ü"]
+
+
+# --- two independent runs ---------------------------------------------------------------------------
+
+
+def test_two_independent_runs_give_identical_tables(tmp_path_factory, base):
+    """A second run of the same config from nothing (no label store, no cache): every PySCF
+    energy, feature, model and ranking is the same; only timings (wall_s, max_rss_mb) differ."""
+    work = make_workdir(tmp_path_factory.mktemp("again"))
+    res = snakemake(work)
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-8000:]
+    assert len(computed_in_logs(work)["structures"]) == len(
+        tables.read_table(base / "results/label/labels.parquet", tables.LABELS))
+    assert_same_results(base, work)
+    assert (base / "results/train/model.json").read_bytes() == (work / "results/train/model.json").read_bytes()

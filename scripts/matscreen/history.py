@@ -254,22 +254,26 @@ def _log_tail(path: Path, n: int = 5) -> list[str]:
     return [ln for ln in lines if ln.strip()][-n:]
 
 
-def record_failure(folder: str | os.PathLike[str], snakemake_log: str | os.PathLike[str],
+def record_failure(folder: str | os.PathLike[str],
+                   snakemake_log: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                    workdir: str | os.PathLike[str] = ".") -> Path:
     """Record a failed run in the history folder: ``failed-<UTC time>.json``.
 
     Meant for the Snakefile's ``onerror:`` handler (``record_failure(config["report"]["history"],
-    log)``): which jobs failed, why (exit status or signal, with what a signal usually means),
-    the job's log file and its last lines. The next successful report lists the failed runs
-    since the previous snapshot. Never raises for an unreadable Snakemake log (it records that).
+    log)``; Snakemake 9 passes ``log`` as a list of log files): which jobs failed, why (exit
+    status or signal, with what a signal usually means), the job's log file and its last lines.
+    The next successful report lists the failed runs since the previous snapshot. Never raises
+    for an unreadable Snakemake log (it records that).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    try:
-        text = Path(snakemake_log).read_text(errors="replace")
-    except OSError as exc:
-        text = ""
-        log.warning("run history: Snakemake log %s is unreadable (%s)", snakemake_log, exc)
+    paths = [snakemake_log] if isinstance(snakemake_log, str | os.PathLike) else list(snakemake_log)
+    text = ""
+    for p in paths:
+        try:
+            text += Path(p).read_text(errors="replace") + "\n"
+        except OSError as exc:
+            log.warning("run history: Snakemake log %s is unreadable (%s)", p, exc)
     jobs = failed_jobs(text)
     for job in jobs:
         if job.get("log"):
@@ -278,7 +282,7 @@ def record_failure(folder: str | os.PathLike[str], snakemake_log: str | os.PathL
     data = {
         "format": SNAPSHOT_FORMAT, "status": "failed",
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "snakemake_log": str(snakemake_log), "failed_jobs": final, "retried_jobs": [j for j in jobs if j["restarted"]],
+        "snakemake_log": [str(p) for p in paths], "failed_jobs": final, "retried_jobs": [j for j in jobs if j["restarted"]],
     }
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = folder / f"{_FAILED_PREFIX}{stamp}.json"
