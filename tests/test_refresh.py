@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from matscreen import history, ingest, tables
 from workflow_utils import (
     DATA,
     baseline_run,
@@ -25,6 +24,8 @@ from workflow_utils import (
     snakemake,
     store_entries,
 )
+
+from matscreen import history, ingest, tables
 
 #: The structure dropped into the input folder: cubic BaTiO3 at a = 4.00 Å as a POSCAR. Its
 #: elements already have references, and it is not a duplicate of the tetragonal (P4mm)
