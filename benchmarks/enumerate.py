@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from matscreen import enumerate as en, prototypes  # noqa: E402
+from matscreen import enumerate as en  # noqa: E402
+from matscreen import prototypes
 from matscreen.config import load_config  # noqa: E402
 
 

@@ -8,9 +8,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from matscreen import chemistry, enumerate as en, tables
+from matscreen import chemistry, tables
+from matscreen import enumerate as en
 from matscreen.config import ConfigError, load_config
 from matscreen.families import get_family
 from matscreen.ids import candidate_id

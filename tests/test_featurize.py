@@ -16,7 +16,16 @@ from pymatgen.core import Structure
 from matscreen import chemistry, featurize
 from matscreen.config import ConfigError, load_config
 from matscreen.families import FAMILIES, Ion, format_occupancy, site_composition
-from matscreen.tables import CANDIDATE_FEATURES, CANDIDATES, LABEL_TARGETS, STRUCTURE_FEATURES, conform, read_provenance, read_table, write_table
+from matscreen.tables import (
+    CANDIDATE_FEATURES,
+    CANDIDATES,
+    LABEL_TARGETS,
+    STRUCTURE_FEATURES,
+    conform,
+    read_provenance,
+    read_table,
+    write_table,
+)
 
 DATA = Path(__file__).parent / "data" / "structures"
 
@@ -70,7 +79,13 @@ ALL_COMPOSITION = {"element_property": ["magpie"], "stoichiometry": True, "valen
 
 def _matminer_reference(df: pd.DataFrame) -> tuple[list[str], np.ndarray, list]:
     """matminer's own featurize_dataframe (one process, no progress bar) on the rows' compositions."""
-    from matminer.featurizers.composition import ElementProperty, IonProperty, OxidationStates, Stoichiometry, ValenceOrbital
+    from matminer.featurizers.composition import (
+        ElementProperty,
+        IonProperty,
+        OxidationStates,
+        Stoichiometry,
+        ValenceOrbital,
+    )
 
     comps = [featurize.row_composition(r.family, {s: getattr(r, f"{s}_species", None) for s in ("A", "B", "B2", "C", "D", "X")},
                                        r.formula) for r in df.itertuples()]

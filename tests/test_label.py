@@ -332,3 +332,21 @@ def test_mgal2o4_formation_energy_negative(tmp_path: Path) -> None:
     row = tables.read_table(tmp_path / "labels.parquet", tables.LABELS).iloc[0]
     assert row["status"] == "ok" and row["nsites"] == 14 and row["formula"] == "Mg2 Al4 O8"
     assert -5.0 < row["formation_energy_ev_per_atom"] < -2.5
+
+
+def test_implausible_formation_energy_is_recorded_as_failed_not_trained_on():
+    labels = pd.DataFrame({
+        "structure_id": ["s-a", "s-b", "s-c"], "formula": ["Cs1 Ca1 F3", "Rb1 Ca1 F3", "Sr1 Ti1 O3"],
+        "status": ["ok", "ok", "failed"], "error": [None, None, "SCF did not converge"],
+        "formation_energy_ev_per_atom": [-19.26, -2.57, np.nan],
+    })
+    out = label.flag_implausible(labels, [-6.0, 10.0])
+    assert out["status"].tolist() == ["failed", "ok", "failed"]
+    assert "implausible formation energy -19.26" in out.loc[0, "error"]
+    assert out.loc[2, "error"] == "SCF did not converge", "an earlier failure keeps its own reason"
+    assert out.loc[0, "formation_energy_ev_per_atom"] == -19.26, "the value is kept for inspection"
+    assert labels.loc[0, "status"] == "ok", "the input frame is not modified"
+
+
+def test_plausibility_window_does_not_change_the_settings_hash():
+    assert label.settings_hash({}) == label.settings_hash({"formation_energy_window_ev_per_atom": [-3.0, 1.0]})

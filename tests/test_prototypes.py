@@ -14,7 +14,8 @@ from pymatgen.core import Composition, Structure
 from pymatgen.io.cif import CifParser
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from matscreen import enumerate as en, prototypes as pt
+from matscreen import enumerate as en
+from matscreen import prototypes as pt
 from matscreen.families import get_family
 from matscreen.ids import structure_id
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from matscreen import screen, tables, train
 import yaml
 
+from matscreen import screen, tables, train
 from matscreen.config import DEFAULT_CONFIG
 
 SETTINGS = yaml.safe_load(DEFAULT_CONFIG.read_text())["train"]  # the shipped model settings

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Keys of the ``label:`` section that never change a computed number (selection, cache
 #: location, memory cap, cluster resources). Everything else goes into :func:`settings_hash`.
-NON_PHYSICAL_KEYS = ("select", "store", "max_memory_mb", "resources")
+#: Keys that do not change a computed energy (the plausibility window acts after the SCF, in gather).
+NON_PHYSICAL_KEYS = ("select", "store", "max_memory_mb", "resources", "formation_energy_window_ev_per_atom")
 
 
 # --- settings -----------------------------------------------------------------------------
@@ -386,6 +387,31 @@ def formation_energies(labels: pd.DataFrame, references: pd.DataFrame) -> pd.Ser
     return pd.Series(out, index=labels.index, dtype="float64")
 
 
+def flag_implausible(labels: pd.DataFrame, window: Sequence[float]) -> pd.DataFrame:
+    """Mark ``ok`` rows whose formation energy lies outside ``window`` (eV/atom) as ``failed``.
+
+    A converged SCF can still be unphysical: with a minimal basis and semicore pseudopotentials
+    an SCF may collapse into a state far below the true ground state (seen for CsCaF3: about
+    -19 eV/atom, when known solids lie above about -4.5 eV/atom). Such a row keeps its energies
+    for inspection but is not trained on; ``error`` says why.
+    """
+    lo, hi = float(window[0]), float(window[1])
+    e_f = labels["formation_energy_ev_per_atom"]
+    bad = (labels["status"] == "ok") & e_f.notna() & ((e_f < lo) | (e_f > hi))
+    if bad.any():
+        out = labels.copy()
+        out.loc[bad, "status"] = "failed"
+        out.loc[bad, "error"] = [
+            f"implausible formation energy {v:.2f} eV/atom, outside label.formation_energy_window_ev_per_atom "
+            f"[{lo:g}, {hi:g}]: converged to an unphysical state (basis/pseudopotential artefact?)"
+            for v in e_f[bad]
+        ]
+        for r in out[bad].itertuples():
+            log.warning("%s (%s): %s", r.structure_id, r.formula, r.error)
+        return out
+    return labels
+
+
 def gather(label_paths: list[str], reference_paths: list[str], labels_out: str, references_out: str,
            settings: dict, config_hash: str = "") -> None:
     """Concatenate per-job rows, fill formation energies, write the LABELS and REFERENCES tables."""
@@ -394,10 +420,11 @@ def gather(label_paths: list[str], reference_paths: list[str], labels_out: str, 
     labels = labels.drop_duplicates(list(tables.LABELS.key), keep="last").reset_index(drop=True)
     refs = refs.drop_duplicates(list(tables.REFERENCES.key), keep="last").reset_index(drop=True)
     labels["formation_energy_ev_per_atom"] = formation_energies(labels, refs)
+    s = resolve_settings(settings)
+    labels = flag_implausible(labels, s["formation_energy_window_ev_per_atom"])
     counts = labels["status"].value_counts().to_dict()
     log.info("gathered %d labels %s, %d references, %d formation energies", len(labels), counts, len(refs),
              int(labels["formation_energy_ev_per_atom"].notna().sum()))
-    s = resolve_settings(settings)
     tables.write_table(labels, labels_out, tables.LABELS, provenance("label", physical_settings(s), config_hash))
     tables.write_table(refs, references_out, tables.REFERENCES, provenance("label", physical_settings(s), config_hash))
 

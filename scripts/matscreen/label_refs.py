@@ -9,10 +9,10 @@ as one molecule centred in a cubic box, computed at the Gamma point only.
 from __future__ import annotations
 
 import hashlib
-from fractions import Fraction
 import math
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
