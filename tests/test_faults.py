@@ -207,6 +207,61 @@ def test_recomputed_pyscf_results_are_identical(killed, base):
     assert refs_new.loc[element, "energy_per_atom_ha"] == refs_old.loc[element, "energy_per_atom_ha"]
 
 
+# --- a job over its memory limit, every attempt ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def out_of_memory(tmp_path_factory, base):
+    """One label job killed by SIGKILL in every attempt, as the OOM killer does to a job whose
+    memory need exceeds what even the last retry asks for (measured here: PySCF's max_memory is a
+    soft limit, Snakemake does not enforce mem_mb locally, and under ulimit -v PySCF segfaults)."""
+    root = tmp_path_factory.mktemp("oom")
+    work = copy_workdir(base, root)
+    sid = _cheapest(base, "s-")
+    target = f"results/label/structures/{sid}.parquet"
+    (work / target).unlink()
+    for rel in store_entries(work):
+        if rel.endswith(f"structures/{sid}.parquet"):
+            (_store(work) / rel).unlink()
+    retries = int(read_config(work)["label"].get("resources", {}).get("retries", 2))
+    log = work / f"logs/label/structures/{sid}.log"
+    killed: set[int] = set()
+    proc = start_snakemake(work, target, out=root / "snakemake.out")
+
+    def new_attempt() -> bool:
+        return bool(set(session_processes(proc, "label_structure.py", open_file=log)) - killed)
+
+    try:
+        while wait_until(proc, new_attempt, timeout=120):
+            for pid in set(session_processes(proc, "label_structure.py", open_file=log)) - killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+    return work, proc.returncode, (root / "snakemake.out").read_text(), len(killed), retries, sid
+
+
+def test_job_over_its_memory_ends_in_a_clear_recorded_failure(out_of_memory, base):
+    work, rc, out, kills, retries, sid = out_of_memory
+    assert rc != 0 and kills == retries + 1
+    assert out.count("died with <Signals.SIGKILL: 9>") == retries + 1
+    mems = [int(m) for m in re.findall(r"output: results/label/structures/" + sid + r"\.parquet\n(?:.*\n){1,6}?\s+resources:.*?mem_mb=(\d+)", out)]
+    assert len(mems) == retries + 1 and mems == sorted(mems) and mems[-1] > mems[0], mems
+    rec = json.loads(history.record_failure(work / "results/history", [_latest_log(work)], workdir=work).read_text())
+    assert [(j["rule"], j["log"]) for j in rec["failed_jobs"]] == [("label_structure", f"logs/label/structures/{sid}.log")]
+    assert "OOM killer" in rec["failed_jobs"][0]["cause"] and len(rec["retried_jobs"]) == retries
+    # Nothing else was touched: the other labels, the gathered table and the store are as before.
+    assert (work / "results/label/labels.parquet").read_bytes() == (base / "results/label/labels.parquet").read_bytes()
+    assert store_entries(work) == {e for e in store_entries(base) if not e.endswith(f"{sid}.parquet")}
+    assert not (work / f"results/label/structures/{sid}.parquet").exists()
+
+
+def _latest_log(work: Path) -> Path:
+    return max((work / ".snakemake/log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
+
+
 # --- a failing PySCF calculation -----------------------------------------------------------------
 
 
@@ -295,7 +350,7 @@ def test_corrupt_shard_message_names_the_file_in_featurize(corrupt):
 def test_failed_run_is_recorded_in_the_history(corrupt):
     """What the Snakefile's onerror handler records (history.record_failure on Snakemake's log)."""
     work = corrupt[0]
-    snakemake_log = max((work / ".snakemake/log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
+    snakemake_log = _latest_log(work)
     folder = work / "results/history"
     path = history.record_failure(folder, [snakemake_log], workdir=work)  # Snakemake 9 passes a list
     rec = json.loads(path.read_text())
