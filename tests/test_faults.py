@@ -340,8 +340,6 @@ def test_corrupt_shard_message_names_the_file(corrupt):
     assert CORRUPT_MESSAGE in _text(work / "logs/label/select_label_targets.log")
 
 
-@pytest.mark.xfail(strict=True, reason="featurize._read_inputs opens inputs with pq.read_schema, whose ArrowInvalid "
-                   "does not name the file (fix in featurize.py: read through tables.read_table or add the path)")
 def test_corrupt_shard_message_names_the_file_in_featurize(corrupt):
     work = corrupt[0]
     assert "results/enumerate/candidates/part-0.parquet" in _text(work / "logs/featurize/candidates-0.log")

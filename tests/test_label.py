@@ -350,3 +350,17 @@ def test_implausible_formation_energy_is_recorded_as_failed_not_trained_on():
 
 def test_plausibility_window_does_not_change_the_settings_hash():
     assert label.settings_hash({}) == label.settings_hash({"formation_energy_window_ev_per_atom": [-3.0, 1.0]})
+
+
+def test_kpoint_cells_that_lose_pseudopotential_terms_are_rebuilt_tighter():
+    """PySCF's screened k-point local-pseudopotential builder drops Ca 3p terms at precision 1e-6
+    (about 0.5 Ha per orbital for KCaF3 at 4.6 A); the check sees it and the cell is rebuilt."""
+    kcaf3 = Structure(Lattice.cubic(4.6), ["K", "Ca", "F", "F", "F"],
+                      [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+    loose = label.resolve_settings({"precision": 1e-6})
+    assert label_pyscf.pp_screening_error(label_pyscf.build_cell(kcaf3, loose), [2, 2, 2]) > 0.4
+    cell = label_pyscf.checked_cell(kcaf3, loose, [2, 2, 2])
+    assert cell.precision < 1e-6
+    assert label_pyscf.pp_screening_error(cell, [2, 2, 2]) < label_pyscf.PP_SCREENING_TOL_HA
+    default = label_pyscf.checked_cell(kcaf3, label.resolve_settings({}), [2, 2, 2])
+    assert default.precision == 1e-8, "the shipped precision needs no rebuild"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from workflow_utils import make_workdir, snakemake
+from workflow_utils import baseline_run, snakemake
 
 from matscreen import tables
 
@@ -19,10 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    work = make_workdir(tmp_path_factory.mktemp("workflow"))
-    res = snakemake(work)
-    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-8000:]
-    return work
+    return baseline_run(tmp_path_factory)  # one uninterrupted run per session, shared with other modules
 
 
 def test_every_table_meets_its_contract(run):

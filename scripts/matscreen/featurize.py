@@ -38,14 +38,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from matscreen import featurize_fast as ff
 from matscreen import featurize_site
 from matscreen.config import ConfigError, resolve_section, semantic_check
 from matscreen.families import FAMILIES, SITE_LABELS, parse_occupancy
 from matscreen.provenance import provenance, stable_hash
-from matscreen.tables import CANDIDATE_FEATURES, STRUCTURE_FEATURES, Table, write_table
+from matscreen.tables import CANDIDATE_FEATURES, STRUCTURE_FEATURES, Table, read_available, write_table
 
 log = logging.getLogger(__name__)
 
@@ -596,15 +595,9 @@ def _table_for(id_column: str) -> Table:
 
 def _read_inputs(paths: Sequence[str], id_column: str, want_structure: bool) -> pd.DataFrame:
     frames = []
+    wanted = [id_column, "family", "formula", *SITE_SPECIES_COLUMNS, *(["structure"] if want_structure else [])]
     for p in paths:
-        names = set(pq.read_schema(p).names)
-        missing = [c for c in (id_column, "family") if c not in names]
-        if missing:
-            raise KeyError(f"{p}: lacks column(s) {missing} needed to featurize")
-        cols = [c for c in (id_column, "family", "formula", *SITE_SPECIES_COLUMNS) if c in names]
-        if want_structure and "structure" in names:
-            cols.append("structure")
-        frames.append(pq.read_table(p, columns=cols).to_pandas())
+        frames.append(read_available(p, wanted, required=(id_column, "family")))
         log.info("read %d rows from %s", len(frames[-1]), p)
     if not frames:
         return pd.DataFrame(columns=[id_column, "family", "formula"])

@@ -78,6 +78,50 @@ def build_cell(structure: Structure, settings: Mapping[str, Any], spin: int | No
     return cell
 
 
+#: Largest allowed difference (Ha) between the k-point and Gamma-point local-pseudopotential
+#: integrals at k = 0 before the cell is rebuilt with a tighter ``precision``.
+PP_SCREENING_TOL_HA = 1e-4
+
+
+def pp_screening_error(cell: Any, kmesh: Sequence[int]) -> float:
+    """Largest |V_pp,loc2(k=0)| difference between PySCF's k-point and Gamma-point code paths (Ha).
+
+    With k-points, multigrid/GDF/RSDF build the local pseudopotential through ``_IntPPBuilder``,
+    which screens with ``cell.precision``; at ``precision=1e-6`` it silently drops the Ca 3p terms
+    of most Ca compounds and of fcc Ca (about 3 Ha per Ca atom), depending on the lattice
+    parameter and the neighbours (CsCaF3 at 4.66 A is spared, RbCaF3 is not). The Gamma-point
+    path does not screen that way, so comparing the two at k = 0 detects the loss without an SCF
+    (0.1-0.6 s per cell).
+    """
+    from pyscf.pbc.gto.pseudo import pp_int
+
+    kpts = cell.make_kpts(list(kmesh), with_gamma_point=True)  # kpts[0] is Gamma
+    vk = np.asarray(pp_int.get_pp_loc_part2(cell, kpts))[0]
+    vg = np.asarray(pp_int.get_pp_loc_part2(cell, np.zeros((1, 3)))).reshape(-1, cell.nao, cell.nao)[0]
+    return float(np.abs(vk - vg).max())
+
+
+def checked_cell(structure: Structure, settings: Mapping[str, Any], kmesh: Sequence[int], spin: int | None = None) -> Any:
+    """:func:`build_cell`, rebuilt with 100x tighter precision while :func:`pp_screening_error` is too large.
+
+    Raises ``RuntimeError`` naming the error if precision 1e-12 does not cure it.
+    """
+    cell = build_cell(structure, settings, spin=spin)
+    if settings["density_fit"] == "fftdf" or int(np.prod(kmesh)) == 1:
+        return cell  # plain FFTDF and Gamma-only runs do not use the screened k-point builder
+    precision = float(settings["precision"])
+    err = pp_screening_error(cell, kmesh)
+    while err > PP_SCREENING_TOL_HA:
+        if precision <= 1e-12:
+            raise RuntimeError(f"local pseudopotential integrals lose {err:.3g} Ha even at precision 1e-12")
+        precision /= 100.0
+        log.warning("%s: k-point pseudopotential integrals off by %.3g Ha at precision %.0e; rebuilding at %.0e",
+                    structure.composition.reduced_formula, err, precision * 100, precision)
+        cell = build_cell(structure, {**settings, "precision": precision}, spin=spin)
+        err = pp_screening_error(cell, kmesh)
+    return cell
+
+
 def use_unrestricted(structure: Structure, settings: Mapping[str, Any]) -> bool:
     """Whether the spin settings ask for an unrestricted (KUKS) calculation of ``structure``."""
     mode = settings["spin"]["mode"]
@@ -240,7 +284,14 @@ def run_scf(
     kmesh = list(kmesh) if kmesh is not None else kmesh_for(structure, settings)
     if unrestricted is None:
         unrestricted = use_unrestricted(structure, settings) or bool(spin)
-    cell = build_cell(structure, settings, spin=spin)
+    try:
+        cell = checked_cell(structure, settings, kmesh, spin=spin)
+    except RuntimeError as exc:
+        return SCFResult(
+            energy_ha=None, converged=False, status="failed", error=str(exc), scf_cycles=None, attempts=0,
+            gap_ev=None, kmesh=kmesh_str(kmesh), wall_s=time.perf_counter() - t0, max_rss_mb=max_rss_mb(),
+            unrestricted=bool(unrestricted), history=[],
+        )
     if unrestricted and spin is None:
         cell.spin = cell.nelectron % 2  # UKS needs a consistent parity; smearing frees the moment
     plan = attempt_plan(structure, settings)

@@ -372,6 +372,25 @@ def read_table(path: str | os.PathLike[str], table: Table, columns: list[str] | 
     return df
 
 
+def read_available(path: str | os.PathLike[str], wanted: Iterable[str], required: Iterable[str] = ()) -> pd.DataFrame:
+    """The columns of ``wanted`` that the file has, in that order; ``required`` ones must be there.
+
+    For readers that need a few columns of a large table (featurize reads only the site columns
+    of a candidate shard). Errors name the file, like :func:`read_table`.
+    """
+    try:
+        names = set(pq.read_schema(path).names)
+        missing = [c for c in required if c not in names]
+        if missing:
+            raise ContractError(f"{path}: lacks column(s) {missing}")
+        cols = [c for c in wanted if c in names]
+        return pq.read_table(path, columns=cols).to_pandas()
+    except ContractError:
+        raise
+    except Exception as exc:  # pyarrow raises several types for corrupt or missing files
+        raise ContractError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
+
+
 def read_tables(paths: Iterable[str | os.PathLike[str]], table: Table) -> pd.DataFrame:
     """Read and concatenate shards of one table."""
     frames = [read_table(p, table) for p in paths]

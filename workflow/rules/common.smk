@@ -81,3 +81,11 @@ def label_mem_mb(wildcards, attempt):
 
 def label_runtime(wildcards, attempt):
     return _label_resources(wildcards.structure_id, attempt)["runtime"]
+
+
+# A failed run is recorded in the run history, so the next report says what failed and why.
+onerror:
+    from matscreen.history import record_failure
+
+    if config["report"]["history"]:
+        record_failure(config["report"]["history"], log)
