@@ -14,13 +14,14 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from matscreen import tables
-from matscreen.ingest import expand_inputs, ingest, read_file, resolve_settings, run, split_cif_blocks
-from matscreen.tables import check_frame, read_provenance, read_table
 from pymatgen.alchemy.materials import TransformedStructure
 from pymatgen.core import Structure
 from pymatgen.io.cif import CifParser
 from pymatgen.io.vasp import Poscar
+
+from matscreen import tables
+from matscreen.ingest import expand_inputs, ingest, read_file, resolve_settings, run, split_cif_blocks
+from matscreen.tables import check_frame, read_provenance, read_table
 
 DATA = Path(__file__).parent / "data" / "structures"
 
