@@ -1,4 +1,5 @@
 # Snakemake adapter: rule ingest -> matscreen.ingest.run
+from matscreen.config import config_hash
 from matscreen.logs import setup_logging
 
 setup_logging(snakemake.log[0])
@@ -6,4 +7,4 @@ from matscreen import ingest  # noqa: E402
 
 ingest.run(list(snakemake.params.inputs), snakemake.output.structures, snakemake.output.rejects,
            snakemake.params.settings, snakemake.params.label_settings, snakemake.params.existing or None,
-           snakemake.params.config_hash)
+           config_hash(snakemake.config))

@@ -1,8 +1,9 @@
 # Snakemake adapter: rule predict (one shard) -> matscreen.screen.run_predict
+from matscreen.config import config_hash
 from matscreen.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 from matscreen import screen  # noqa: E402
 
 screen.run_predict(snakemake.input.model, snakemake.input.candidates, snakemake.input.features, snakemake.output[0],
-                   snakemake.params.config_hash)
+                   config_hash(snakemake.config))

@@ -1,8 +1,9 @@
 # Snakemake adapter: checkpoint select_label_targets -> matscreen.targets.run
+from matscreen.config import config_hash
 from matscreen.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 from matscreen import targets  # noqa: E402
 
 targets.run(snakemake.input.structures, list(snakemake.input.candidates), snakemake.output[0],
-            snakemake.params.settings, snakemake.params.seed, snakemake.params.config_hash)
+            snakemake.params.settings, snakemake.params.seed, config_hash(snakemake.config))

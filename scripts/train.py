@@ -1,8 +1,10 @@
 # Snakemake adapter: rule train -> matscreen.train.run
+from matscreen.config import config_hash
 from matscreen.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 from matscreen import train  # noqa: E402
 
 train.run(snakemake.input.features, snakemake.input.labels, snakemake.output.model, snakemake.output.metrics,
-          snakemake.output.oof, snakemake.params.settings, snakemake.params.seed, snakemake.params.config_hash)
+          snakemake.output.oof, snakemake.params.settings, snakemake.params.seed, config_hash(snakemake.config),
+          snakemake.input.get("external_features"), snakemake.input.get("external_labels"))

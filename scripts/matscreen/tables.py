@@ -225,6 +225,22 @@ REFERENCES = Table(
     ),
 )
 
+EXTERNAL_LABELS = Table(
+    name="external_labels",
+    filename="external_labels.parquet",
+    description="Labels from outside matscreen (train.external_labels), featurized and trained on with the PySCF labels.",
+    key=("structure_id",),
+    columns=(
+        Column("structure_id", "string", "'x-' + hash of the row (file name, row, formula, sites)", nullable=False),
+        Column("source", "string", "the external table's path", nullable=False),
+        Column("row", "int64", "row number in that table (1 = first data row)", nullable=False),
+        *_IDENTITY,
+        *(Column(f"{s}_species", "string", f"occupancy of site {s} if the table gives it") for s in SITE_LABELS),
+        Column("target", "string", "name of the labeled quantity (train.target)", nullable=False),
+        Column("value", "float64", "the label, in the units of the target", nullable=False),
+    ),
+)
+
 CANDIDATE_FEATURES = Table(
     name="candidate_features",
     filename="features/part-*.parquet",
@@ -293,7 +309,7 @@ PREDICTIONS = Table(
 ALL_TABLES: dict[str, Table] = {
     t.name: t
     for t in (
-        STRUCTURES, REJECTS, CANDIDATES, FUNNEL, LABEL_TARGETS, LABELS, REFERENCES,
+        STRUCTURES, REJECTS, CANDIDATES, FUNNEL, LABEL_TARGETS, LABELS, REFERENCES, EXTERNAL_LABELS,
         CANDIDATE_FEATURES, STRUCTURE_FEATURES, CV_METRICS, OOF_PREDICTIONS, PREDICTIONS,
     )
 }

@@ -193,9 +193,22 @@ def train(
 def run(
     features_path: str, labels_path: str, model_out: str, metrics_out: str, oof_out: str,
     settings: dict[str, Any], seed: int, config_hash: str = "",
+    external_features_path: str | None = None, external_labels_path: str | None = None,
 ) -> None:
+    """Train on the PySCF labels, plus the external labels (``train.external_labels``) if given."""
     features = tables.read_table(features_path, tables.STRUCTURE_FEATURES)
     labels = tables.read_table(labels_path, tables.LABELS)
+    if external_labels_path:
+        from matscreen.external import as_labels
+
+        target = settings.get("target", "formation_energy_ev_per_atom")
+        ext = tables.read_table(external_labels_path, tables.EXTERNAL_LABELS)
+        ext_features = tables.read_table(external_features_path, tables.STRUCTURE_FEATURES)
+        if list(ext_features.columns) != list(features.columns):
+            raise ValueError(f"{external_features_path}: feature columns differ from {features_path}")
+        features = pd.concat([features, ext_features], ignore_index=True)
+        labels = pd.concat([labels, as_labels(ext, target)], ignore_index=True)
+        log.info("adding %d external labels from %s", len(ext), external_labels_path)
     ens, metrics, oof = train(features, labels, settings, seed)
     prov = provenance("train", {**settings, "seed": seed}, config_hash)
     Path(model_out).parent.mkdir(parents=True, exist_ok=True)

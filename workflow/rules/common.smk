@@ -8,7 +8,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, os.path.join(workflow.basedir, "scripts"))
 
-from matscreen.config import ConfigError, check_semantics, config_hash  # noqa: E402
+from matscreen.config import ConfigError, check_semantics  # noqa: E402
 
 # A bad config fails here, before any job runs, naming the key.
 validate(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
@@ -17,7 +17,6 @@ try:
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
-CONFIG_HASH = config_hash(config)
 SHARDS = list(range(config["enumerate"]["shards"]))
 
 
@@ -39,6 +38,14 @@ def ingest_input_files(wildcards=None):
     if missing:
         raise WorkflowError("config key 'ingest.inputs': " + "; ".join(f"{p}: {d}" for p, d in missing))
     return [f for f in files if os.path.isfile(f)]
+
+
+def external_label_inputs(wildcards):
+    """The prepared external labels and their features, when train.external_labels names tables."""
+    if not config["train"]["external_labels"]:
+        return {}
+    return {"external_labels": "results/train/external_labels.parquet",
+            "external_features": "results/featurize/external.parquet"}
 
 
 @lru_cache(maxsize=4)

@@ -6,7 +6,6 @@ rule enumerate:
         funnel="results/enumerate/funnel.parquet",
     params:
         settings=config["enumerate"],
-        config_hash=CONFIG_HASH,
     log:
         "logs/enumerate/enumerate.log",
     benchmark:

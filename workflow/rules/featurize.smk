@@ -7,7 +7,6 @@ rule featurize_candidates:
     params:
         id_column="candidate_id",
         settings=config["featurize"],
-        config_hash=CONFIG_HASH,
     log:
         "logs/featurize/candidates-{shard}.log",
     benchmark:
@@ -26,9 +25,24 @@ rule featurize_labeled:
     params:
         id_column="structure_id",
         settings=config["featurize"],
-        config_hash=CONFIG_HASH,
     log:
         "logs/featurize/labeled.log",
+    conda:
+        "../../envs/featurize.yaml"
+    script:
+        "../../scripts/featurize.py"
+
+
+rule featurize_external:
+    input:
+        "results/train/external_labels.parquet",
+    output:
+        "results/featurize/external.parquet",
+    params:
+        id_column="structure_id",
+        settings=config["featurize"],
+    log:
+        "logs/featurize/external.log",
     conda:
         "../../envs/featurize.yaml"
     script:

@@ -9,9 +9,9 @@ rule ingest:
     params:
         inputs=config["ingest"]["inputs"],
         settings=config["ingest"],
-        label_settings=config["label"],
+        # only what decides label_supported, so other label settings do not rerun ingest
+        label_settings={k: config["label"][k] for k in ("basis", "pseudo")},
         existing=config["ingest"].get("existing") or "",
-        config_hash=CONFIG_HASH,
     log:
         "logs/ingest/ingest.log",
     benchmark:

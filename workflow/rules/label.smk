@@ -9,7 +9,6 @@ checkpoint select_label_targets:
     params:
         settings=config["label"],
         seed=config["seed"],
-        config_hash=CONFIG_HASH,
     log:
         "logs/label/select_label_targets.log",
     conda:
@@ -26,7 +25,6 @@ rule label_structure:
         "results/label/structures/{structure_id}.parquet",
     params:
         settings=config["label"],
-        config_hash=CONFIG_HASH,
     threads: config["label"]["resources"]["threads"]
     resources:
         mem_mb=label_mem_mb,
@@ -48,7 +46,6 @@ rule label_reference:
         "results/label/references/{element}.parquet",
     params:
         settings=config["label"],
-        config_hash=CONFIG_HASH,
     threads: config["label"]["resources"]["threads"]
     retries: config["label"]["resources"]["retries"]
     log:
@@ -71,7 +68,6 @@ rule gather_labels:
         references="results/label/references.parquet",
     params:
         settings=config["label"],
-        config_hash=CONFIG_HASH,
     log:
         "logs/label/gather_labels.log",
     conda:

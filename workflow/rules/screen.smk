@@ -6,8 +6,6 @@ rule predict:
         features="results/featurize/candidates/part-{shard}.parquet",
     output:
         "results/screen/predictions/part-{shard}.parquet",
-    params:
-        config_hash=CONFIG_HASH,
     log:
         "logs/screen/predict-{shard}.log",
     conda:
@@ -26,7 +24,6 @@ rule rank:
         next="results/screen/next_to_label.parquet",
     params:
         settings=config["screen"],
-        config_hash=CONFIG_HASH,
     log:
         "logs/screen/rank.log",
     conda:

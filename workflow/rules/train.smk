@@ -1,6 +1,23 @@
-# Stage 5: LightGBM ensemble with grouped cross-validation on the PySCF labels.
+# External label tables (train.external_labels), featurized by the same code as candidates.
+rule prepare_external_labels:
+    input:
+        config["train"]["external_labels"],
+    output:
+        "results/train/external_labels.parquet",
+    params:
+        target=config["train"]["target"],
+    log:
+        "logs/train/prepare_external_labels.log",
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../../scripts/prepare_external_labels.py"
+
+
+# Stage 5: LightGBM ensemble with grouped cross-validation on the PySCF (and external) labels.
 rule train:
     input:
+        unpack(external_label_inputs),
         features=rules.featurize_labeled.output[0],
         labels=rules.gather_labels.output.labels,
     output:
@@ -10,7 +27,6 @@ rule train:
     params:
         settings=config["train"],
         seed=config["seed"],
-        config_hash=CONFIG_HASH,
     log:
         "logs/train/train.log",
     benchmark:
