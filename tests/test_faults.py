@@ -249,7 +249,9 @@ def test_job_over_its_memory_ends_in_a_clear_recorded_failure(out_of_memory, bas
     assert out.count("died with <Signals.SIGKILL: 9>") == retries + 1
     mems = [int(m) for m in re.findall(r"output: results/label/structures/" + sid + r"\.parquet\n(?:.*\n){1,6}?\s+resources:.*?mem_mb=(\d+)", out)]
     assert len(mems) == retries + 1 and mems == sorted(mems) and mems[-1] > mems[0], mems
-    rec = json.loads(history.record_failure(work / "results/history", [_latest_log(work)], workdir=work).read_text())
+    recorded = sorted((work / "results/history").glob("failed-*.json"))
+    assert len(recorded) == 1, "the workflow's onerror handler recorded the failed run"
+    rec = json.loads(recorded[0].read_text())
     assert [(j["rule"], j["log"]) for j in rec["failed_jobs"]] == [("label_structure", f"logs/label/structures/{sid}.log")]
     assert "OOM killer" in rec["failed_jobs"][0]["cause"] and len(rec["retried_jobs"]) == retries
     # Nothing else was touched: the other labels, the gathered table and the store are as before.
@@ -346,12 +348,12 @@ def test_corrupt_shard_message_names_the_file_in_featurize(corrupt):
 
 
 def test_failed_run_is_recorded_in_the_history(corrupt):
-    """What the Snakefile's onerror handler records (history.record_failure on Snakemake's log)."""
+    """The workflow's onerror handler (workflow/rules/common.smk) records the failed run."""
     work = corrupt[0]
-    snakemake_log = _latest_log(work)
     folder = work / "results/history"
-    path = history.record_failure(folder, [snakemake_log], workdir=work)  # Snakemake 9 passes a list
-    rec = json.loads(path.read_text())
+    recorded = sorted(folder.glob("failed-*.json"))
+    assert len(recorded) == 1, "the failed run recorded itself, once"
+    rec = json.loads(recorded[0].read_text())
     assert rec["status"] == "failed"
     jobs = {j["rule"]: j for j in rec["failed_jobs"]}
     assert set(jobs) == {"featurize_candidates", "select_label_targets"}
