@@ -30,6 +30,7 @@ import pandas as pd
 import pytest
 import yaml
 from workflow_utils import (
+    NEW_POSCAR,
     RESULT_TABLES,
     ROOT,
     assert_same_results,
@@ -52,20 +53,6 @@ from matscreen import history, label, tables
 
 pytestmark = pytest.mark.slow
 
-NEW_POSCAR = """BaTiO3 cubic a = 4.00 A
-1.0
-4.00 0.00 0.00
-0.00 4.00 0.00
-0.00 0.00 4.00
-Ba Ti O
-1 1 3
-direct
-0.0 0.0 0.0
-0.5 0.5 0.5
-0.5 0.5 0.0
-0.5 0.0 0.5
-0.0 0.5 0.5
-"""
 
 
 @pytest.fixture(scope="module")

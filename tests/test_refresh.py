@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from workflow_utils import (
     DATA,
+    NEW_POSCAR,
     baseline_run,
     computed_in_logs,
     copy_workdir,
@@ -27,23 +28,7 @@ from workflow_utils import (
 
 from matscreen import history, ingest, tables
 
-#: The structure dropped into the input folder: cubic BaTiO3 at a = 4.00 Å as a POSCAR. Its
-#: elements already have references, and it is not a duplicate of the tetragonal (P4mm)
-#: BaTiO3 already there (another space group), so it gets exactly one new label.
-NEW_POSCAR = """BaTiO3 cubic a = 4.00 A
-1.0
-4.00 0.00 0.00
-0.00 4.00 0.00
-0.00 0.00 4.00
-Ba Ti O
-1 1 3
-direct
-0.0 0.0 0.0
-0.5 0.5 0.5
-0.5 0.5 0.0
-0.5 0.0 0.5
-0.0 0.5 0.5
-"""
+#: File name of NEW_POSCAR in the input folder (a space and a non-ASCII letter on purpose).
 NEW_NAME = "POSCAR_BaTiO3 cubic à 4.00"
 
 

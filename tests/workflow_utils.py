@@ -24,6 +24,25 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "structures"
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
+#: A structure to drop into a tiny workdir's input folder: cubic BaTiO3 at a = 4.00 Å as a POSCAR.
+#: Its elements already have references, and it is not a duplicate of the tetragonal (P4mm)
+#: BaTiO3 already there (another space group), so it gets exactly one new label.
+NEW_POSCAR = """BaTiO3 cubic a = 4.00 A
+1.0
+4.00 0.00 0.00
+0.00 4.00 0.00
+0.00 0.00 4.00
+Ba Ti O
+1 1 3
+direct
+0.0 0.0 0.0
+0.5 0.5 0.5
+0.5 0.5 0.0
+0.5 0.0 0.5
+0.0 0.5 0.5
+"""
+
+
 #: Columns that legitimately differ between two runs of the same calculation.
 VOLATILE_COLUMNS = {"wall_s", "max_rss_mb"}
 
