@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -254,17 +254,35 @@ def label_structure(structure: Structure, structure_id: str, out_path: str | os.
     Returns True when the result came from the store.
     """
     s = resolve_settings(settings)
-    entry = store_path(s, "structures", structure_id)
-    if _store_hit(entry, tables.LABELS):
-        log.info("%s: label store hit %s", structure_id, entry)
+    return _through_store(
+        s, "structures", structure_id, tables.LABELS, out_path, config_hash,
+        hit_msg=f"{structure_id}: label store hit",
+        miss_msg=f"{structure_id} ({structure.composition.reduced_formula}, {len(structure)} atoms): computing label",
+        compute=lambda: compute_label(structure, structure_id, s),
+    )
+
+
+def _through_store(s: Mapping[str, Any], kind: str, key: str, table: tables.Table, out_path: str | os.PathLike[str],
+                   config_hash: str, *, hit_msg: str, miss_msg: str, compute: Callable[[], dict[str, Any]]) -> bool:
+    """Write the one-row file of store entry ``<store>/<hash>/<kind>/<key>`` to ``out_path``.
+
+    A store hit is copied (atomically), never recomputed; a miss is computed, written to the
+    store by rename and then copied. ``unsupported`` rows are not stored (they cost nothing).
+    Returns True when the result came from the store.
+    """
+    entry = store_path(s, kind, key)
+    if _store_hit(entry, table):
+        log.info("%s %s", hit_msg, entry)
         _atomic_copy(entry, out_path)
         return True
-    log.info("%s (%s, %d atoms): computing label, settings %s", structure_id,
-             structure.composition.reduced_formula, len(structure), settings_hash(s))
-    row = compute_label(structure, structure_id, s)
+    log.info("%s, settings %s", miss_msg, settings_hash(s))
+    row = compute()
     if row["status"] == "unsupported":
-        _write_rows([row], out_path, tables.LABELS, s, config_hash)
+        _write_rows([row], out_path, table, s, config_hash)
         return False
+    _write_rows([row], entry, table, s, config_hash)
+    _atomic_copy(entry, out_path)
+    return False
     _write_rows([row], entry, tables.LABELS, s, config_hash)
     _atomic_copy(entry, out_path)
     return False
@@ -336,19 +354,11 @@ def compute_reference(element: str, settings: Mapping[str, Any]) -> dict[str, An
 def label_reference(element: str, out_path: str | os.PathLike[str], settings: Mapping[str, Any], config_hash: str = "") -> bool:
     """Write ``element``'s one-row REFERENCES file through the store; True on a store hit."""
     s = resolve_settings(settings)
-    entry = store_path(s, "references", element)
-    if _store_hit(entry, tables.REFERENCES):
-        log.info("%s: reference store hit %s", element, entry)
-        _atomic_copy(entry, out_path)
-        return True
-    log.info("%s: computing reference, settings %s", element, settings_hash(s))
-    row = compute_reference(element, s)
-    if row["status"] == "unsupported":
-        _write_rows([row], out_path, tables.REFERENCES, s, config_hash)
-        return False
-    _write_rows([row], entry, tables.REFERENCES, s, config_hash)
-    _atomic_copy(entry, out_path)
-    return False
+    return _through_store(
+        s, "references", element, tables.REFERENCES, out_path, config_hash,
+        hit_msg=f"{element}: reference store hit", miss_msg=f"{element}: computing reference",
+        compute=lambda: compute_reference(element, s),
+    )
 
 
 def run_reference(element: str, out_path: str, settings: dict, config_hash: str = "") -> None:
