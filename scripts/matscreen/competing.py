@@ -52,10 +52,15 @@ in A^3; experiment at room temperature, WO3 the cubic ReO3-type high-temperature
 
 Out of scope: peroxides and superoxides (SrO2, BaO2, KO2: anion-anion bonds), mixed-valence
 compounds (Fe3O4, Mn3O4, Pb3O4), non-integer oxidation states and ternary competing phases
-other than user-supplied ones. Stoichiometries the library has no fitting type for (A2X5 such
-as V2O5, AX4, A2X7, AX5 such as NbF5, or a cation without a radius at any fitting CN) are
-logged as warnings and listed by :func:`library_gaps`; leaving them out can only lower the hull
-(make ``e_above_hull`` too small), so they should be supplied as user files where they matter.
+other than user-supplied ones.
+
+Known gaps: stoichiometries the library has no fitting type for (A2X5 such as V2O5 and Nb2O5,
+AX4 such as TiCl4, A2X7 such as Mn2O7, AX5 such as NbF5, or a cation without a radius at any
+fitting CN, e.g. NbO, LaO) are logged as warnings and listed by :func:`library_gaps`; ground
+states whose type is missing or off by default are built only in stand-ins (Y2O3, Sc2O3, In2O3:
+bixbyite only with ``include_expensive``; ZrO2 baddeleyite, CuO tenorite, MoO3, WO3 monoclinic,
+CdCl2 stacking as CdI2). A missing phase or a higher-energy stand-in can only raise the hull
+(make ``e_above_hull`` too small); supply the real structure as a user file where it matters.
 """
 
 from __future__ import annotations
