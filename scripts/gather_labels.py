@@ -6,4 +6,5 @@ setup_logging(snakemake.log[0])
 from matscreen import label  # noqa: E402
 
 label.gather(list(snakemake.input.labels), list(snakemake.input.references), snakemake.output.labels,
-             snakemake.output.references, snakemake.params.settings, config_hash(snakemake.config))
+             snakemake.output.references, snakemake.params.settings, config_hash(snakemake.config),
+             targets_path=snakemake.input.targets)

@@ -45,7 +45,7 @@ def test_resolve_settings_rejects_unknown_key() -> None:
 PYSCF_DIAMOND = {
     "xc": "lda,vwn", "basis": "gth-szv", "pseudo": "gth-pade", "mesh": [17, 17, 17], "precision": 1e-8,
     "density_fit": "fftdf", "smearing": {"width": 0}, "spin": {"mode": "restricted"}, "conv_tol": 1e-9,
-    "failure_ladder": [],
+    "failure_ladder": [], "relax": "none",
 }
 
 

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 #: Keys of the ``label:`` section that never change a computed number (selection, cache
 #: location, memory cap, cluster resources). Everything else goes into :func:`settings_hash`.
 #: Keys that do not change a computed energy (the plausibility window acts after the SCF, in gather).
-NON_PHYSICAL_KEYS = ("select", "store", "max_memory_mb", "resources", "formation_energy_window_ev_per_atom")
+#: ``competing`` chooses which structures are labeled, not how one is computed.
+NON_PHYSICAL_KEYS = ("select", "store", "max_memory_mb", "resources", "formation_energy_window_ev_per_atom", "competing")
 
 
 # --- settings -----------------------------------------------------------------------------
@@ -216,13 +217,31 @@ def _store_hit(entry: Path, table: tables.Table) -> bool:
 # --- one structure ------------------------------------------------------------------------------
 
 
+def _calculate(structure: Structure, s: Mapping[str, Any], **kw: Any) -> dict[str, Any]:
+    """Run the configured calculation of ``structure`` (one SCF, or a volume scan with
+    ``label.relax: volume``) and return the label columns it decides."""
+    from matscreen.label_eos import volume_scan
+    from matscreen.label_pyscf import run_scf
+
+    if s["relax"] == "volume":
+        vr = volume_scan(structure, s, **kw)
+        res = vr.result
+        extra = {"volume_ang3": vr.volume_ang3, "bulk_modulus_gpa": vr.bulk_modulus_gpa, "volume_scan": vr.scan_json(),
+                 "relax_note": vr.note}
+    else:
+        res = run_scf(structure, s, **kw)
+        extra = {"volume_ang3": float(structure.volume), "bulk_modulus_gpa": None, "volume_scan": None, "relax_note": None}
+    return {"result": res, "relax": s["relax"], **extra}
+
+
 def compute_label(structure: Structure, structure_id: str, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """One LABELS row for ``structure``, computed now (no store): preflight, SCF ladder, gap.
+    """One LABELS row for ``structure``, computed now (no store): preflight, SCF ladder (or the
+    volume scan of ``label.relax: volume``), gap.
 
     Returns status ``unsupported`` (element or disorder named in ``error``) without any SCF,
     ``failed`` when every ladder attempt failed, else ``ok``. Never raises for SCF trouble.
     """
-    from matscreen.label_pyscf import HARTREE_EV, kmesh_for, kmesh_str, run_scf
+    from matscreen.label_pyscf import HARTREE_EV, kmesh_for, kmesh_str
 
     s = resolve_settings(settings)
     shash = settings_hash(s)
@@ -234,14 +253,15 @@ def compute_label(structure: Structure, structure_id: str, settings: Mapping[str
         return _label_row(structure, structure_id, shash, status="unsupported", converged=False,
                           kmesh=kmesh_str(kmesh_for(structure, s)),
                           error=f"no basis/pseudopotential for {', '.join(bad)} in basis {s['basis']!r} / pseudo {s['pseudo']!r}")
-    res = run_scf(structure, s)
+    calc = _calculate(structure, s)
+    res = calc.pop("result")
     return _label_row(
         structure, structure_id, shash,
         energy_ha=res.energy_ha,
         energy_per_atom_ev=None if res.energy_ha is None else res.energy_ha * HARTREE_EV / len(structure),
         gap_ev=res.gap_ev, converged=res.converged, status=res.status, error=res.error,
         scf_cycles=res.scf_cycles, attempts=res.attempts, wall_s=res.wall_s, max_rss_mb=res.max_rss_mb,
-        kmesh=res.kmesh,
+        kmesh=res.kmesh, **calc,
     )
 
 
@@ -323,6 +343,7 @@ def compute_reference(element: str, settings: Mapping[str, Any]) -> dict[str, An
     from matscreen.label_pyscf import kmesh_for, kmesh_str, run_scf
     from matscreen.label_refs import build_reference, load_reference_table
 
+
     s = resolve_settings(settings)
     row: dict[str, Any] = {c: None for c in tables.REFERENCES.column_names}
     row.update(element=element, settings_hash=settings_hash(s), pyscf_version=_pyscf_version())
@@ -336,17 +357,22 @@ def compute_reference(element: str, settings: Mapping[str, Any]) -> dict[str, An
     if bad:
         row.update(status="unsupported", error=f"no basis/pseudopotential for {element} in basis {s['basis']!r} / pseudo {s['pseudo']!r}")
         return row
-    if phase.molecule:
+    natoms = len(phase.structure)
+    if phase.molecule:  # a molecule in a box has no equilibrium volume: one SCF at the Gamma point
         run_settings = copy.deepcopy(s)
         run_settings["kpoints"]["with_gamma_point"] = True
         res = run_scf(phase.structure, run_settings, kmesh=[1, 1, 1], spin=phase.spin, unrestricted=bool(phase.spin))
+        calc = {"relax": "none", "volume_ang3": None, "bulk_modulus_gpa": None}
     else:
         kmesh = kmesh_for(phase.structure, s, kdensity=float(s["kpoints"]["reference_kdensity"]))
-        res = run_scf(phase.structure, s, kmesh=kmesh)
+        calc = _calculate(phase.structure, s, kmesh=kmesh)
+        res = calc.pop("result")
     row.update(
-        energy_per_atom_ha=None if res.energy_ha is None else res.energy_ha / len(phase.structure),
+        energy_per_atom_ha=None if res.energy_ha is None else res.energy_ha / natoms,
         status=res.status, error=res.error, kmesh=kmesh_str([1, 1, 1]) if phase.molecule else res.kmesh,
-        wall_s=res.wall_s,
+        wall_s=res.wall_s, relax=calc["relax"],
+        volume_per_atom_ang3=None if calc["volume_ang3"] is None else calc["volume_ang3"] / natoms,
+        bulk_modulus_gpa=calc["bulk_modulus_gpa"],
     )
     return row
 
@@ -423,18 +449,32 @@ def flag_implausible(labels: pd.DataFrame, window: Sequence[float]) -> pd.DataFr
 
 
 def gather(label_paths: list[str], reference_paths: list[str], labels_out: str, references_out: str,
-           settings: dict, config_hash: str = "") -> None:
-    """Concatenate per-job rows, fill formation energies, write the LABELS and REFERENCES tables."""
+           settings: dict, config_hash: str = "", targets_path: str | None = None) -> None:
+    """Concatenate per-job rows, fill formation energies and the hull columns, write the LABELS
+    and REFERENCES tables.
+
+    ``targets_path`` (the LABEL_TARGETS table) gives each label its ``origin`` and ``prototype``;
+    the hull needs them to know which competing phases each compound must be compared with.
+    """
+    from matscreen.label_hull import HULL_COLUMNS, hull_table
+
     labels = tables.read_tables(label_paths, tables.LABELS)
     refs = tables.read_tables(reference_paths, tables.REFERENCES)
     labels = labels.drop_duplicates(list(tables.LABELS.key), keep="last").reset_index(drop=True)
     refs = refs.drop_duplicates(list(tables.REFERENCES.key), keep="last").reset_index(drop=True)
+    if targets_path:
+        targets = tables.read_table(targets_path, tables.LABEL_TARGETS).set_index("structure_id")
+        labels["origin"] = labels["structure_id"].map(targets["origin"])
+        labels["prototype"] = labels["structure_id"].map(targets["prototype"])
     labels["formation_energy_ev_per_atom"] = formation_energies(labels, refs)
     s = resolve_settings(settings)
     labels = flag_implausible(labels, s["formation_energy_window_ev_per_atom"])
+    hull = hull_table(labels, refs)
+    for col in HULL_COLUMNS:
+        labels[col] = hull[col]
     counts = labels["status"].value_counts().to_dict()
-    log.info("gathered %d labels %s, %d references, %d formation energies", len(labels), counts, len(refs),
-             int(labels["formation_energy_ev_per_atom"].notna().sum()))
+    log.info("gathered %d labels %s, %d references, %d formation energies, %d energies above hull", len(labels), counts,
+             len(refs), int(labels["formation_energy_ev_per_atom"].notna().sum()), int(labels["e_above_hull_ev_per_atom"].notna().sum()))
     tables.write_table(labels, labels_out, tables.LABELS, provenance("label", physical_settings(s), config_hash))
     tables.write_table(refs, references_out, tables.REFERENCES, provenance("label", physical_settings(s), config_hash))
 
@@ -473,27 +513,38 @@ def references_path_for(out_path: str | os.PathLike[str]) -> Path:
 
 
 def label_files(inputs: list[str], out_path: str, settings: dict, config_hash: str = "") -> None:
-    """``matscreen label``: label structures sequentially (through the store), then compute the
-    references of their elements and the formation energies; write LABELS to ``out_path`` and
-    REFERENCES to :func:`references_path_for` (``<out stem>_references.parquet``)."""
+    """``matscreen label``: label structures sequentially (through the store), then the competing
+    phases of their chemical systems (``label.competing``) and the references of their elements;
+    write LABELS (formation energies and hulls) to ``out_path`` and REFERENCES to
+    :func:`references_path_for` (``<out stem>_references.parquet``)."""
+    from matscreen.targets import competing_targets
+
     s = resolve_settings(settings)
     items = read_structures(inputs)
+    unique = list({sid: st for sid, st in items}.items())
+    targets = tables.conform(pd.DataFrame([
+        {"structure_id": sid, "origin": "ingest", "family": "other", "formula": st.composition.formula,
+         "nsites": len(st), "structure": st.to_json()} for sid, st in unique
+    ], columns=["structure_id", "origin", "family", "formula", "nsites", "structure"]), tables.LABEL_TARGETS)
+    targets = pd.concat([targets, competing_targets(targets, s)], ignore_index=True)
     with tempfile.TemporaryDirectory(prefix="matscreen-label-") as tmp:
-        label_paths, ref_paths, seen = [], [], set()
-        for n, (sid, st) in enumerate(items, start=1):
-            if sid in seen:
-                continue
-            seen.add(sid)
-            log.info("structure %d/%d: %s %s", n, len(items), sid, st.composition.reduced_formula)
+        targets_path = Path(tmp) / "targets.parquet"
+        tables.write_table(targets, targets_path, tables.LABEL_TARGETS)
+        label_paths, ref_paths = [], []
+        for n, rec in enumerate(targets.itertuples(), start=1):
+            st = Structure.from_str(rec.structure, fmt="json")
+            log.info("structure %d/%d: %s %s%s", n, len(targets), rec.structure_id, st.composition.reduced_formula,
+                     f" (competing phase, {rec.prototype})" if rec.origin == "competing" else "")
             p = Path(tmp) / f"label-{len(label_paths)}.parquet"
-            label_structure(st, sid, p, s, config_hash)
+            label_structure(st, rec.structure_id, p, s, config_hash)
             label_paths.append(str(p))
         labels = tables.read_tables(label_paths, tables.LABELS)
         for el in reference_elements(labels[labels["status"] == "ok"]):
             p = Path(tmp) / f"ref-{el}.parquet"
             label_reference(el, p, s, config_hash)
             ref_paths.append(str(p))
-        gather(label_paths, ref_paths, out_path, str(references_path_for(out_path)), s, config_hash)
+        gather(label_paths, ref_paths, out_path, str(references_path_for(out_path)), s, config_hash,
+               targets_path=str(targets_path))
 
 
 # --- cluster resources ----------------------------------------------------------------------------

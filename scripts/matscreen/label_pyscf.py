@@ -209,6 +209,8 @@ class SCFResult:
     unrestricted: bool
     magnetic_moment: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: converged density matrix (AO basis), the initial guess of the next point of a volume scan
+    dm: Any = field(default=None, repr=False)
 
 
 def attempt_plan(structure: Structure, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -272,8 +274,13 @@ def run_scf(
     kmesh: Sequence[int] | None = None,
     spin: int | None = None,
     unrestricted: bool | None = None,
+    dm0: np.ndarray | None = None,
 ) -> SCFResult:
     """Run the SCF of ``structure`` with the failure ladder; never raises for a failed SCF.
+
+    ``dm0`` (a density matrix of the same cell at another volume: same atoms, basis and k-mesh)
+    replaces the first attempt's initial guess, which is how a volume scan reuses the previous
+    point's density. Later ladder steps with their own ``init_guess`` still start afresh.
 
     Each attempt of :func:`attempt_plan` is tried until one converges. A non-converged SCF or
     an exception inside PySCF (e.g. the ``minao`` guess crashing for Sc/Y) moves on to the next
@@ -311,12 +318,14 @@ def run_scf(
             mf.diis_space = int(att["diis_space"])
             mf.init_guess = att["init_guess"]
             if att.get("restart") and prev_dm is not None:
-                dm0 = prev_dm
+                guess = prev_dm
+            elif n == 1 and dm0 is not None:
+                guess = dm0
             else:
-                dm0 = mf.get_init_guess(key=att["init_guess"])
+                guess = mf.get_init_guess(key=att["init_guess"])
                 if unrestricted and spin is None:
-                    dm0 = polarised_guess(mf, structure, settings["spin"]["magnetic_moments"], dm0)
-            mf.kernel(dm0=dm0)
+                    guess = polarised_guess(mf, structure, settings["spin"]["magnetic_moments"], guess)
+            mf.kernel(dm0=guess)
             cycles = int(getattr(mf, "cycles", -1))
             ok = bool(mf.converged) and np.isfinite(mf.e_tot)
             history.append({"attempt": n, "converged": ok, "cycles": cycles, "e_tot": float(mf.e_tot),
@@ -328,6 +337,7 @@ def run_scf(
                     energy_ha=float(mf.e_tot), converged=True, status="ok", error=None, scf_cycles=cycles,
                     attempts=n, gap_ev=band_gap_ev(mf), kmesh=kmesh_str(kmesh), wall_s=time.perf_counter() - t0,
                     max_rss_mb=max_rss_mb(), unrestricted=unrestricted, magnetic_moment=_moment(mf), history=history,
+                    dm=mf.make_rdm1(),
                 )
             prev_dm = mf.make_rdm1()
         except (MemoryError, KeyboardInterrupt):

@@ -70,6 +70,19 @@ def prediction_plot(ranked: pd.DataFrame, target: str, path: str | Path) -> None
     plt.close(fig)
 
 
+def compared_with(formula: str, labels: pd.DataFrame) -> str:
+    """The ok competing phases of ``labels`` inside ``formula``'s chemical system, e.g. 'SrO (rock_salt), TiO2 (rutile)'."""
+    from pymatgen.core import Composition
+
+    elements = {el.symbol for el in Composition(formula).elements}
+    comp = labels[labels["origin"].eq("competing") & labels["status"].eq("ok")]
+    names = sorted({
+        f"{Composition(f).reduced_formula} ({p})" for f, p in zip(comp["formula"], comp["prototype"])
+        if {el.symbol for el in Composition(f).elements} <= elements
+    })
+    return ", ".join(names)
+
+
 def summary(
     *, structures: pd.DataFrame, rejects: pd.DataFrame, funnel: pd.DataFrame, labels: pd.DataFrame,
     references: pd.DataFrame, metrics: pd.DataFrame, ranked: pd.DataFrame, next_up: pd.DataFrame,
@@ -96,22 +109,32 @@ def summary(
         out += [_md_table(pd.DataFrame({"family": last["family"], "combinations": last["family"].map(first),
                                         "candidates": last["remaining"]})),
                 "Funnel (candidates left after each filter):", "", _md_table(funnel)]
-    theory = ", ".join(f"{k}={label_settings[k]}" for k in ("xc", "basis", "pseudo", "density_fit") if k in label_settings)
+    theory = ", ".join(f"{k}={label_settings[k]}" for k in ("xc", "basis", "pseudo", "density_fit", "relax") if k in label_settings)
     n_ok = int((labels["status"] == "ok").sum())
     out += ["## PySCF labels", "", f"Level of theory: {theory or 'see config'}.",
             f"{len(labels)} structures: {n_ok} ok, {int((labels['status'] == 'failed').sum())} failed, "
             f"{int((labels['status'] == 'unsupported').sum())} unsupported. "
             f"{int((references['status'] == 'ok').sum())}/{len(references)} elemental references ok.", ""]
-    show = ["structure_id", "formula", "status", "energy_per_atom_ev", "formation_energy_ev_per_atom", "gap_ev",
-            "scf_cycles", "kmesh", "wall_s", "error"]
-    out += [_md_table(labels[[c for c in show if c in labels.columns]].sort_values("formula"))]
+    competing = labels["origin"].eq("competing")
+    show = ["structure_id", "origin", "formula", "status", "energy_per_atom_ev", "formation_energy_ev_per_atom",
+            "e_above_hull_ev_per_atom", "decomposes_to", "gap_ev", "volume_ang3", "kmesh", "wall_s", "error", "hull_error"]
+    out += [_md_table(labels.loc[~competing, [c for c in show if c in labels.columns]].sort_values("formula"))]
+    if competing.any():
+        comp = labels[competing]
+        out += ["Competing phases (binaries of the labeled compounds' chemical systems; the lowest polymorph of each "
+                "composition counts on the hull):", "",
+                _md_table(comp[["formula", "prototype", "status", "energy_per_atom_ev", "formation_energy_ev_per_atom",
+                                "e_above_hull_ev_per_atom", "error"]].sort_values(["formula", "prototype"]))]
     out += ["## Model (LightGBM, grouped cross-validation)", "", f"Target: `{target}`.", ""]
     if len(metrics):
         pooled = metrics[metrics["fold"] == "all"][["metric", "value"]]
         out += [_md_table(pooled), "![parity](parity.png)", ""]
     out += [f"## Top {top_n} candidates", "", f"{len(ranked)} candidates screened. Score = prediction "
             "- kappa x uncertainty (lower is better).", "",
-            _md_table(ranked.head(top_n)[["rank", "candidate_id", "family", "formula", "prediction", "uncertainty", "score"]]),
+            _md_table(ranked.head(top_n)[["rank", "candidate_id", "family", "formula", "prediction", "uncertainty", "score"]]
+                      .assign(compared_with=lambda d: [compared_with(f, labels) for f in d["formula"]])),
+            "`compared_with`: the competing phases labeled in this run whose elements the candidate contains "
+            "(the hulls the model learned from); a candidate whose system has none was ranked by extrapolation.", "",
             "![predictions](predictions.png)", "",
             "## Next to label", "", _md_table(next_up[["candidate_id", "family", "formula", "prediction", "uncertainty"]])]
     return "\n".join(out)

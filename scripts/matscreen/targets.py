@@ -97,6 +97,51 @@ def from_candidates(
     return tables.conform(pd.DataFrame(rows), tables.LABEL_TARGETS) if rows else tables.empty_frame(tables.LABEL_TARGETS)
 
 
+def anion_of(formula: str) -> str:
+    """The anion of a compound: its most electronegative element (the X site of every family)."""
+    comp = Composition(formula)
+    return max(comp.elements, key=lambda el: (el.X if el.X == el.X else 0.0, el.Z)).symbol
+
+
+def competing_targets(targets: pd.DataFrame, label_settings: Mapping[str, Any]) -> pd.DataFrame:
+    """The competing binary phases of every target's chemical system, as LABEL_TARGETS rows.
+
+    One set per (cation elements, anion) of the targets, from the shipped structure library
+    (:mod:`matscreen.competing`) plus the user's ``label.competing.files``; phases with elements
+    the label settings cannot compute are left out (the hull then names them as missing).
+    """
+    from matscreen.competing import competing_phases, library_gaps
+
+    comp = label_settings.get("competing") or {}
+    if not comp.get("enabled", True) or targets.empty:
+        return tables.empty_frame(tables.LABEL_TARGETS)
+    rows, seen = [], set(targets["structure_id"])
+    systems = sorted({(frozenset(el.symbol for el in Composition(f).elements), anion_of(f)) for f in targets["formula"]},
+                     key=lambda s: (sorted(s[0]), s[1]))
+    for elements, anion in systems:
+        if len(elements) < 2:  # an element competes only with its own reference
+            continue
+        kw = dict(oxidation_states=comp.get("oxidation_states", "icsd"), max_polymorphs=int(comp.get("max_polymorphs", 2)),
+                  include_expensive=bool(comp.get("include_expensive", False)))
+        gaps = library_gaps(sorted(elements), anion, oxidation_states=kw["oxidation_states"])
+        if gaps:
+            log.warning("%s: no structure type in the library for %s: left out of the hull (add files under "
+                        "label.competing.files)", "-".join(sorted(elements)), ", ".join(gaps))
+        for ph in competing_phases(sorted(elements), anion, user_files=tuple(comp.get("files") or ()), **kw):
+            if _unsupported(sorted(el.symbol for el in ph.structure.composition.elements), label_settings):
+                continue
+            sid = structure_id(ph.structure)
+            if sid in seen:
+                continue
+            seen.add(sid)
+            rows.append({"structure_id": sid, "origin": "competing", "candidate_id": None, "family": "other",
+                         "formula": ph.structure.composition.formula, "nsites": len(ph.structure),
+                         "prototype": ph.prototype, "structure": ph.structure.to_json()})
+    if not rows:
+        return tables.empty_frame(tables.LABEL_TARGETS)
+    return tables.conform(pd.DataFrame(rows), tables.LABEL_TARGETS)
+
+
 def select_targets(
     structures: pd.DataFrame, candidates: pd.DataFrame, label_settings: Mapping[str, Any], seed: int
 ) -> pd.DataFrame:
@@ -106,8 +151,12 @@ def select_targets(
     if not parts:
         return tables.empty_frame(tables.LABEL_TARGETS)
     df = pd.concat(parts, ignore_index=True).drop_duplicates("structure_id").reset_index(drop=True)
-    log.info("label targets: %d ingested, %d candidate prototypes",
-             int((df["origin"] == "ingest").sum()), int((df["origin"] == "candidate").sum()))
+    competing = competing_targets(df, label_settings)
+    if len(competing):
+        df = pd.concat([df, competing], ignore_index=True)
+    log.info("label targets: %d ingested, %d candidate prototypes, %d competing phases",
+             int((df["origin"] == "ingest").sum()), int((df["origin"] == "candidate").sum()),
+             int((df["origin"] == "competing").sum()))
     return df
 
 
@@ -119,4 +168,5 @@ def run(
     candidates = tables.read_tables(candidate_paths, tables.CANDIDATES)
     targets = select_targets(structures, candidates, label_settings, seed)
     tables.write_table(targets, out_path, tables.LABEL_TARGETS,
-                       provenance("select_label_targets", {"select": label_settings.get("select"), "seed": seed}, config_hash))
+                       provenance("select_label_targets", {"select": label_settings.get("select"), "competing": label_settings.get("competing"),
+                                                     "seed": seed}, config_hash))

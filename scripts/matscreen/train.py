@@ -101,8 +101,10 @@ def feature_columns(features: pd.DataFrame) -> list[str]:
 
 
 def training_frame(features: pd.DataFrame, labels: pd.DataFrame, target: str) -> pd.DataFrame:
-    """Join features and ok labels on ``structure_id``; rows without a target are dropped."""
-    ok = labels[(labels["status"] == "ok") & labels[target].notna()][["structure_id", "formula", target]]
+    """Join features and ok labels on ``structure_id``; rows without a target are dropped, and so are
+    competing phases (binaries computed for the hulls, not members of the screened families)."""
+    competing = labels["origin"].eq("competing") if "origin" in labels.columns else pd.Series(False, index=labels.index)
+    ok = labels[(labels["status"] == "ok") & labels[target].notna() & ~competing][["structure_id", "formula", target]]
     df = features.merge(ok, on="structure_id", how="inner")
     return df.sort_values("structure_id").reset_index(drop=True)
 

@@ -60,8 +60,12 @@ def label_targets_path():
 
 
 def label_outputs(wildcards):
-    ids = _targets(label_targets_path())["structure_id"]
-    return expand("results/label/structures/{structure_id}.parquet", structure_id=sorted(ids))
+    """One file per label job: compounds under structures/, their competing phases under competing/."""
+    targets = _targets(label_targets_path())
+    competing = targets["origin"] == "competing"
+    return expand("results/label/structures/{structure_id}.parquet", structure_id=sorted(targets.loc[~competing, "structure_id"])) + expand(
+        "results/label/competing/{structure_id}.parquet", structure_id=sorted(targets.loc[competing, "structure_id"])
+    )
 
 
 def reference_outputs(wildcards):

@@ -40,6 +40,17 @@ rule label_structure:
         "../../scripts/label_structure.py"
 
 
+# A competing binary phase (e.g. TiO2 rutile for SrTiO3): the same calculation as label_structure,
+# its own rule so that a cluster groups these many small jobs like the references.
+use rule label_structure as label_competing with:
+    output:
+        "results/label/competing/{structure_id}.parquet",
+    log:
+        "logs/label/competing/{structure_id}.log",
+    benchmark:
+        "results/benchmarks/label/competing-{structure_id}.tsv"
+
+
 # Elemental reference (standard elemental solid, or diatomic gas in a box) with the same settings.
 rule label_reference:
     output:
@@ -58,9 +69,11 @@ rule label_reference:
         "../../scripts/label_reference.py"
 
 
-# Gather: one labels table with formation energies against the references.
+# Gather: one labels table with formation energies against the references and energies above
+# the hull of each chemical system (labels, competing phases and references of one settings hash).
 rule gather_labels:
     input:
+        targets="results/label/targets.parquet",
         labels=label_outputs,
         references=reference_outputs,
     output:

@@ -1,0 +1,170 @@
+"""Equilibrium volume of a cell: an E(V) scan of the isotropically scaled cell and an equation of state.
+
+Prototype lattices are estimates from ionic radii (a few % off) and the strain energy of a few %
+in the lattice parameter is comparable to the decomposition energies a hull decides on, so with
+``label.relax: volume`` every label (compounds, competing phases, elemental solids) is the energy
+at the minimum of its own E(V) curve at the labels' level of theory.
+
+The scan: ``volume_scan.points`` volumes ``V0 * (1 + step * i)`` centred on the input volume V0,
+all with the k-point mesh of the input cell (a mesh that changed along the scan would put steps
+into E(V)), each SCF starting from the previous point's density. While the lowest energy sits at
+an end of the scan, one more point is added beyond it (at most ``volume_scan.max_extra``). The
+points are fitted with pymatgen's :class:`~pymatgen.analysis.eos.EOS` (``volume_scan.eos``,
+Birch-Murnaghan by default), and one more SCF at the fitted minimum gives the label's energy,
+gap and density. If that energy lies above a scanned point (a poor fit), the lowest scanned point
+is the label instead and the note says so. Atomic positions are not relaxed (internal
+coordinates stay those of the input cell), nor is the cell shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pymatgen.core import Structure
+
+from matscreen.label_pyscf import HARTREE_EV, SCFResult, kmesh_for, max_rss_mb, run_scf
+
+log = logging.getLogger(__name__)
+
+#: eV/Å^3 -> GPa
+EV_PER_ANG3_GPA = 160.21766208
+
+#: How far (Ha per cell) the SCF at the fitted minimum may lie above the lowest scanned point
+#: before the fit is distrusted (SCF noise is ~1e-7 Ha at the default conv_tol).
+FIT_TOLERANCE_HA = 1e-5
+
+
+@dataclass
+class VolumeResult:
+    """The label of the cell at its equilibrium volume, with the scan that found it."""
+
+    result: SCFResult  #: the SCF whose energy is the label (at the fitted minimum, or the lowest point)
+    volume_ang3: float | None  #: volume of that cell
+    input_volume_ang3: float
+    bulk_modulus_gpa: float | None
+    scan: list[dict[str, Any]] = field(default_factory=list)  #: [{volume_ang3, energy_ha, status}]
+    note: str | None = None
+    wall_s: float = 0.0
+
+    def scan_json(self) -> str:
+        return json.dumps(self.scan, sort_keys=True)
+
+
+def scaled(structure: Structure, volume: float) -> Structure:
+    """``structure`` isotropically scaled to ``volume`` (Å^3), fractional coordinates kept."""
+    out = structure.copy()
+    out.scale_lattice(float(volume))
+    return out
+
+
+def fit_eos(volumes: Sequence[float], energies_ev: Sequence[float], eos: str = "birch_murnaghan") -> tuple[float, float, float]:
+    """(V0 Å^3, E0 eV, B0 GPa) of pymatgen's EOS ``eos`` fitted to the points.
+
+    Raises ``ValueError`` when there are fewer than 4 points or the fit has no minimum inside
+    (or just beyond) the scanned range.
+    """
+    from pymatgen.analysis.eos import EOS
+
+    v = np.asarray(volumes, dtype=float)
+    e = np.asarray(energies_ev, dtype=float)
+    if len(v) < 4:
+        raise ValueError(f"an equation of state needs at least 4 converged points, got {len(v)}")
+    fit = EOS(eos).fit(v, e)
+    v0, e0, b0 = float(fit.v0), float(fit.e0), float(fit.b0_GPa)
+    span = v.max() - v.min()
+    if not (np.isfinite(v0) and np.isfinite(e0)) or v0 < v.min() - 0.5 * span or v0 > v.max() + 0.5 * span or b0 <= 0:
+        raise ValueError(f"{eos} fit has no minimum near the scanned volumes {v.min():.2f}-{v.max():.2f} A^3 (V0 = {v0:.2f}, B0 = {b0:.3g} GPa)")
+    return v0, e0, b0
+
+
+def volume_scan(
+    structure: Structure,
+    settings: Mapping[str, Any],
+    *,
+    kmesh: Sequence[int] | None = None,
+    spin: int | None = None,
+    unrestricted: bool | None = None,
+) -> VolumeResult:
+    """Scan E(V) around ``structure``'s volume, fit the EOS, label at the minimum (module docstring).
+
+    Never raises for SCF trouble: when fewer than 4 points converge or the fit fails, the result
+    has status ``failed`` with the reason (an unrelaxed energy would not be comparable with the
+    relaxed labels of the same settings).
+    """
+    t0 = time.perf_counter()
+    vs = settings["volume_scan"]
+    kmesh = list(kmesh) if kmesh is not None else kmesh_for(structure, settings)
+    v_in = float(structure.volume)
+    step, npts, max_extra = float(vs["step"]), int(vs["points"]), int(vs["max_extra"])
+    offsets = [i - (npts - 1) / 2 for i in range(npts)]
+    formula = structure.composition.reduced_formula
+    scan: list[dict[str, Any]] = []
+    results: dict[float, SCFResult] = {}
+    dm = None
+
+    def compute(offset: float) -> None:
+        nonlocal dm
+        vol = v_in * (1.0 + step * offset)
+        res = run_scf(scaled(structure, vol), settings, kmesh=kmesh, spin=spin, unrestricted=unrestricted, dm0=dm)
+        if res.status == "ok":
+            dm = res.dm
+            results[offset] = res
+        scan.append({"volume_ang3": round(vol, 6), "energy_ha": res.energy_ha, "status": res.status})
+        log.info("%s: V = %.3f A^3 (%+.1f%%): %s", formula, vol, 100 * step * offset,
+                 f"E = {res.energy_ha:.8f} Ha" if res.energy_ha is not None else res.status)
+
+    # from the input volume outwards, so each point starts from its neighbour's density
+    for off in sorted(offsets, key=lambda o: (abs(o), o)):
+        compute(off)
+    for _ in range(max_extra):
+        if len(results) < 2:
+            break
+        lowest = min(results, key=lambda o: results[o].energy_ha)
+        lo, hi = min(results), max(results)
+        if lowest == lo:
+            compute(lo - 1)
+        elif lowest == hi:
+            compute(hi + 1)
+        else:
+            break
+    scan.sort(key=lambda p: p["volume_ang3"])
+
+    def failed(reason: str) -> VolumeResult:
+        last = next(iter(results.values()), None)
+        res = SCFResult(energy_ha=None, converged=False, status="failed", error=reason, scf_cycles=None,
+                        attempts=last.attempts if last else 0, gap_ev=None, kmesh="x".join(map(str, kmesh)),
+                        wall_s=time.perf_counter() - t0, max_rss_mb=max_rss_mb(),
+                        unrestricted=bool(last.unrestricted) if last else False)
+        return VolumeResult(res, None, v_in, None, scan, reason, time.perf_counter() - t0)
+
+    ok = sorted(results)
+    vols = [v_in * (1.0 + step * o) for o in ok]
+    energies = [results[o].energy_ha for o in ok]
+    try:
+        v0, _e0, b0 = fit_eos(vols, [e * HARTREE_EV for e in energies], vs["eos"])
+    except ValueError as exc:
+        return failed(f"volume scan: {exc}")
+    # the SCF at the fitted minimum starts from the nearest scanned point's density
+    nearest = min(ok, key=lambda o: abs(v_in * (1.0 + step * o) - v0))
+    final = run_scf(scaled(structure, v0), settings, kmesh=kmesh, spin=spin, unrestricted=unrestricted, dm0=results[nearest].dm)
+    scan.append({"volume_ang3": round(v0, 6), "energy_ha": final.energy_ha, "status": final.status, "fitted_minimum": True})
+    best_o = min(ok, key=lambda o: results[o].energy_ha)
+    e_best = results[best_o].energy_ha
+    note = None
+    if final.status != "ok" or final.energy_ha > e_best + FIT_TOLERANCE_HA:
+        note = (f"SCF at the fitted minimum V = {v0:.3f} A^3 "
+                + ("failed" if final.status != "ok" else f"is {(final.energy_ha - e_best) * HARTREE_EV * 1000:.2f} meV above a scanned point")
+                + f"; the lowest scanned point (V = {v_in * (1 + step * best_o):.3f} A^3) is the label")
+        log.warning("%s: %s", formula, note)
+        final, v0 = results[best_o], v_in * (1.0 + step * best_o)
+    final.wall_s = time.perf_counter() - t0
+    final.max_rss_mb = max_rss_mb()
+    log.info("%s: equilibrium V = %.3f A^3 (%+.1f%% vs input), B0 = %.0f GPa, E = %.8f Ha, %d SCFs in %.1f s",
+             formula, v0, 100 * (v0 / v_in - 1), b0, final.energy_ha, len(scan), final.wall_s)
+    return VolumeResult(final, v0, v_in, b0, scan, note, final.wall_s)

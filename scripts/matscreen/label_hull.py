@@ -1,0 +1,173 @@
+"""Stability against competing phases: pymatgen ``PhaseDiagram`` hulls from the labels themselves.
+
+For every labeled compound, the hull of its chemical system is built from entries at **one**
+level of theory (one settings hash): every ``ok`` label whose elements lie inside the system
+(other compounds, the competing binary phases chosen for it, every polymorph) and the elemental
+references. Mixing settings hashes in one hull is refused (:class:`MixedSettingsError`): energies
+of different functionals, bases or k-meshes are not comparable.
+
+A hull is only as good as its competitors: a compound gets hull columns only when every
+elemental reference of its system is ``ok`` and every competing stoichiometry chosen for the
+system (``origin == 'competing'`` rows of the targets) has at least one ``ok`` polymorph.
+Otherwise the hull columns stay null and ``hull_error`` names what is missing and why.
+
+Columns (eV/atom): ``e_above_hull_ev_per_atom`` (pymatgen ``get_e_above_hull``);
+``decomposition_energy_ev_per_atom`` (``get_decomp_and_phase_separation_energy``: negative for a
+stable compound, the distance to the hull built without it); ``decomposes_to``, the products
+with their atom fractions (for a stable compound the phases it would separate into);
+``is_stable``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+from pymatgen.core import Composition
+
+from matscreen.label_pyscf import HARTREE_EV
+
+log = logging.getLogger(__name__)
+
+#: e_above_hull below this (eV/atom) counts as on the hull
+STABLE_TOL = 1e-8
+
+HULL_COLUMNS = ("e_above_hull_ev_per_atom", "decomposition_energy_ev_per_atom", "decomposes_to", "is_stable", "hull_error")
+
+
+class MixedSettingsError(ValueError):
+    """Entries of different settings hashes (levels of theory) were put into one hull."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One phase of a hull: ``energy_ev`` is the total energy of ``composition`` (not per atom)."""
+
+    name: str  #: structure_id, or 'ref:<El>' for an elemental reference
+    composition: Composition
+    energy_ev: float
+    settings_hash: str
+    label: str  #: what reports show, e.g. 'TiO2 (rutile)'
+
+
+def phase_diagram(entries: Iterable[Entry]) -> tuple[PhaseDiagram, dict[str, PDEntry]]:
+    """pymatgen's PhaseDiagram of ``entries`` (one settings hash) and the PDEntry of each name."""
+    entries = list(entries)
+    hashes = sorted({e.settings_hash for e in entries})
+    if len(hashes) > 1:
+        raise MixedSettingsError(f"refusing to build one hull from {len(hashes)} levels of theory (settings hashes {', '.join(hashes)})")
+    pd_entries = {e.name: PDEntry(e.composition, e.energy_ev, name=e.label, attribute=e.name) for e in entries}
+    return PhaseDiagram(list(pd_entries.values())), pd_entries
+
+
+def _fmt_decomp(decomp: Mapping[PDEntry, float] | None) -> str | None:
+    if not decomp:
+        return None
+    parts = sorted(((e.name, float(f)) for e, f in decomp.items() if f > 1e-9), key=lambda x: (-x[1], x[0]))
+    return " ".join(f"{n}:{f:.3f}" for n, f in parts)
+
+
+def stability(pd_: PhaseDiagram, entry: PDEntry) -> dict[str, object]:
+    """The hull columns of one entry of ``pd_``."""
+    e_hull = float(pd_.get_e_above_hull(entry))
+    stable = e_hull < STABLE_TOL
+    decomp = None
+    if stable:
+        try:
+            decomp, e_dec = pd_.get_decomp_and_phase_separation_energy(entry)
+        except ValueError:
+            e_dec = None
+        if len(entry.composition.elements) == 1:  # an element on the hull competes with nothing
+            decomp, e_dec = None, 0.0 if e_dec is None else e_dec
+    else:
+        decomp = pd_.get_decomposition(entry.composition)
+        e_dec = e_hull
+    return {
+        "e_above_hull_ev_per_atom": max(e_hull, 0.0),
+        "decomposition_energy_ev_per_atom": None if e_dec is None else float(e_dec),
+        "decomposes_to": _fmt_decomp(decomp),
+        "is_stable": bool(stable),
+        "hull_error": None,
+    }
+
+
+def _elements(formula: str) -> frozenset[str]:
+    return frozenset(el.symbol for el in Composition(formula).elements)
+
+
+def _phase_label(row: Mapping[str, object]) -> str:
+    formula = Composition(str(row["formula"])).reduced_formula
+    proto = row.get("prototype")
+    return f"{formula} ({proto})" if isinstance(proto, str) and proto else formula
+
+
+def hull_table(labels: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
+    """The hull columns (index of ``labels``) for every label row, one hull per (settings hash, system).
+
+    ``labels`` needs structure_id, settings_hash, formula, energy_ha, status, origin and
+    prototype; ``references`` element, settings_hash, energy_per_atom_ha, status, error.
+    """
+    out = pd.DataFrame({c: pd.Series([None] * len(labels), index=labels.index, dtype=object) for c in HULL_COLUMNS})
+    if labels.empty:
+        return out
+    elements = {i: _elements(f) for i, f in labels["formula"].items()}
+    for shash, group in labels.groupby("settings_hash", sort=True):
+        refs = references[references["settings_hash"] == shash].set_index("element")
+        ok = group[(group["status"] == "ok") & group["energy_ha"].notna()]
+        compounds = [
+            Entry(str(r["structure_id"]), Composition(str(r["formula"])), float(r["energy_ha"]) * HARTREE_EV, str(shash), _phase_label(r))
+            for _, r in ok.iterrows()
+        ]
+        competing = group[group["origin"] == "competing"]
+        need_formula = {Composition(str(f)).reduced_formula for f in competing["formula"]}
+        ok_formula = {Composition(str(f)).reduced_formula for f in ok.loc[ok["origin"] == "competing", "formula"]}
+
+        @lru_cache(maxsize=None)
+        def system_hull(system: frozenset[str]) -> tuple[PhaseDiagram | None, dict[str, PDEntry], str | None]:
+            missing = []
+            ref_entries = []
+            for el in sorted(system):
+                if el not in refs.index or refs.loc[el, "status"] != "ok" or pd.isna(refs.loc[el, "energy_per_atom_ha"]):
+                    why = "no reference" if el not in refs.index else f"{refs.loc[el, 'status']}: {refs.loc[el, 'error']}"
+                    missing.append(f"reference {el} ({why})")
+                else:
+                    e = float(refs.loc[el, "energy_per_atom_ha"]) * HARTREE_EV
+                    ref_entries.append(Entry(f"ref:{el}", Composition(el), e, str(shash), el))
+            for f in sorted(need_formula - ok_formula):
+                if _elements(f) <= system:
+                    states = sorted(set(competing.loc[[Composition(str(x)).reduced_formula == f for x in competing["formula"]], "status"]))
+                    missing.append(f"{f} ({'/'.join(states)})")
+            if missing:
+                return None, {}, "competing phases not labeled ok: " + ", ".join(missing)
+            members = [e for e in compounds if frozenset(el.symbol for el in e.composition.elements) <= system]
+            pd_, by_name = phase_diagram(ref_entries + members)
+            return pd_, by_name, None
+
+        for i in group.index:
+            if i not in ok.index:
+                continue
+            pd_, by_name, err = system_hull(elements[i])
+            if err is not None:
+                out.loc[i, "hull_error"] = err
+                continue
+            for col, val in stability(pd_, by_name[str(labels.at[i, "structure_id"])]).items():
+                out.at[i, col] = val
+    for col in ("e_above_hull_ev_per_atom", "decomposition_energy_ev_per_atom"):
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
+    out["is_stable"] = out["is_stable"].astype("boolean")
+    n = int(out["e_above_hull_ev_per_atom"].notna().sum())
+    log.info("hull: %d of %d labels placed on their hull (%d stable), %d without (competing phases missing)",
+             n, len(labels), int(out["is_stable"].fillna(False).sum()), int(out["hull_error"].notna().sum()))
+    return out
+
+
+def e_hull_summary(values: pd.Series) -> str:
+    v = values.dropna().to_numpy(dtype=float)
+    if not len(v):
+        return "no energies above hull"
+    return f"E_hull median {np.median(v):.3f} eV/atom, {int((v < STABLE_TOL).sum())} of {len(v)} on the hull"

@@ -1,0 +1,247 @@
+"""Stability against competing phases: equation-of-state volume fits and convex hulls.
+
+The hull tests use hand-made energies (no PySCF) and compare with pymatgen's PhaseDiagram on the
+same entries; the E(V) tests fit synthetic curves, and one slow test scans a real cell.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+from pymatgen.core import Composition, Lattice, Structure
+
+from matscreen import label, label_eos, label_hull, tables
+from matscreen.label_pyscf import HARTREE_EV, SCFResult
+
+# --- equation of state ------------------------------------------------------------------------
+
+
+def birch_murnaghan(v: np.ndarray, e0: float, v0: float, b0: float, b1: float) -> np.ndarray:
+    eta = (v0 / v) ** (2 / 3)
+    return e0 + 9 * v0 * b0 / 16 * ((eta - 1) ** 3 * b1 + (eta - 1) ** 2 * (6 - 4 * eta))
+
+
+def test_fit_eos_recovers_a_birch_curve_and_a_parabola() -> None:
+    v = np.linspace(55, 66, 6)
+    b0 = 180 / label_eos.EV_PER_ANG3_GPA  # 180 GPa in eV/A^3
+    v0, e0, b = label_eos.fit_eos(v, birch_murnaghan(v, -10.0, 60.0, b0, 4.5))
+    assert v0 == pytest.approx(60.0, rel=1e-6)
+    assert e0 == pytest.approx(-10.0, abs=1e-9)
+    assert b == pytest.approx(180, rel=1e-4)
+    # a parabola is no Birch curve, but its minimum must still be found closely
+    v0p, _, bp = label_eos.fit_eos(v, 0.02 * (v - 61.3) ** 2 - 5)
+    assert v0p == pytest.approx(61.3, abs=0.05)
+    assert bp > 0
+
+
+def test_fit_eos_refuses_too_few_points_and_a_curve_without_minimum() -> None:
+    with pytest.raises(ValueError, match="at least 4"):
+        label_eos.fit_eos([1, 2, 3], [3, 2, 1])
+    v = np.linspace(50, 60, 5)
+    with pytest.raises(ValueError, match="no minimum"):
+        label_eos.fit_eos(v, -0.5 * v)  # monotonic: the minimum is far outside
+
+
+def _fake_scf(monkeypatch: pytest.MonkeyPatch, v_min: float, calls: list[float]) -> None:
+    """run_scf replaced by a Birch curve in the cell volume (Ha), recording the volumes asked for."""
+
+    def run_scf(structure, settings, *, kmesh=None, spin=None, unrestricted=None, dm0=None):
+        calls.append(float(structure.volume))
+        e_ev = birch_murnaghan(np.array([structure.volume]), -100.0, v_min, 1.0, 4.0)[0]
+        return SCFResult(energy_ha=float(e_ev / HARTREE_EV), converged=True, status="ok", error=None, scf_cycles=5,
+                         attempts=1, gap_ev=1.0, kmesh="2x2x2", wall_s=0.1, max_rss_mb=1.0, unrestricted=False,
+                         dm=np.zeros((2, 2)))
+
+    monkeypatch.setattr(label_eos, "run_scf", run_scf)
+
+
+def _cubic(a: float) -> Structure:
+    return Structure(Lattice.cubic(a), ["Sr", "Ti", "O", "O", "O"],
+                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def test_volume_scan_finds_the_minimum_and_extends_past_the_edge(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = label.resolve_settings({"relax": "volume"})
+    st = _cubic(4.0)  # 64 A^3; the curve's minimum at 74 A^3 lies beyond the 5-point scan (+8 %)
+    calls: list[float] = []
+    _fake_scf(monkeypatch, 74.0, calls)
+    vr = label_eos.volume_scan(st, s)
+    assert vr.result.status == "ok"
+    assert vr.volume_ang3 == pytest.approx(74.0, rel=1e-3)
+    assert max(calls[:-1]) > 64 * 1.08  # extra points were added on the large-volume side
+    assert len(calls) == len(vr.scan) <= s["volume_scan"]["points"] + s["volume_scan"]["max_extra"] + 1
+    scanned = [p["energy_ha"] for p in vr.scan if not p.get("fitted_minimum")]
+    assert vr.result.energy_ha <= min(scanned) + 1e-12  # the label is not above any scanned point
+    assert vr.bulk_modulus_gpa == pytest.approx(label_eos.EV_PER_ANG3_GPA, rel=1e-3)
+    assert json.loads(vr.scan_json())[0]["volume_ang3"] < 64
+
+
+def test_volume_scan_reuses_the_neighbours_density(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+
+    def run_scf(structure, settings, *, kmesh=None, spin=None, unrestricted=None, dm0=None):
+        seen.append(dm0)
+        e = 0.01 * (structure.volume - 64.0) ** 2
+        return SCFResult(energy_ha=e, converged=True, status="ok", error=None, scf_cycles=5, attempts=1, gap_ev=1.0,
+                         kmesh="2x2x2", wall_s=0.1, max_rss_mb=1.0, unrestricted=False, dm=np.full((1,), len(seen)))
+
+    monkeypatch.setattr(label_eos, "run_scf", run_scf)
+    label_eos.volume_scan(_cubic(4.0), label.resolve_settings({"relax": "volume"}))
+    assert seen[0] is None and all(d is not None for d in seen[1:])
+
+
+def test_volume_scan_with_too_few_converged_points_fails_with_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    def run_scf(structure, settings, **kw):
+        ok = structure.volume < 64.5
+        return SCFResult(energy_ha=-1.0 if ok else None, converged=ok, status="ok" if ok else "failed", error=None,
+                         scf_cycles=5, attempts=1, gap_ev=None, kmesh="1x1x1", wall_s=0.1, max_rss_mb=1.0,
+                         unrestricted=False, dm=None)
+
+    monkeypatch.setattr(label_eos, "run_scf", run_scf)
+    vr = label_eos.volume_scan(_cubic(4.0), label.resolve_settings({"relax": "volume"}))
+    assert vr.result.status == "failed"
+    assert "at least 4 converged points" in vr.result.error
+
+
+def test_relax_is_part_of_the_settings_hash_and_competing_is_not() -> None:
+    base = label.settings_hash({})
+    assert label.settings_hash({"relax": "none"}) != base
+    assert label.settings_hash({"volume_scan": {"points": 7}}) != base
+    assert label.settings_hash({"competing": {"max_polymorphs": 1, "files": ["x.cif"]}}) == base
+
+
+# --- hull ---------------------------------------------------------------------------------------
+
+H = "h-test"
+
+
+def _labels(rows: list[tuple[str, str, float, str, str]], shash: str = H) -> pd.DataFrame:
+    """(structure_id, formula, energy in eV per formula unit as written, status, origin) -> LABELS-like rows."""
+    out = []
+    for sid, formula, e_ev, status, origin in rows:
+        out.append({"structure_id": sid, "settings_hash": shash, "formula": formula,
+                    "energy_ha": None if status != "ok" else e_ev / HARTREE_EV, "status": status, "origin": origin,
+                    "prototype": None})
+    return pd.DataFrame(out)
+
+
+def _refs(energies_ev: dict[str, float], shash: str = H, status: dict[str, str] | None = None) -> pd.DataFrame:
+    status = status or {}
+    return pd.DataFrame([{"element": el, "settings_hash": shash, "energy_per_atom_ha": e / HARTREE_EV,
+                          "status": status.get(el, "ok"), "error": None if status.get(el, "ok") == "ok" else "SCF failed"}
+                         for el, e in energies_ev.items()])
+
+
+REFS = {"Sr": -1.0, "Ti": -2.0, "O": -3.0}
+SYSTEM = [
+    ("s-sto", "Sr1 Ti1 O3", -30.0, "ok", "candidate"),
+    ("s-sro", "Sr1 O1", -10.0, "ok", "competing"),
+    ("s-rut", "Ti1 O2", -17.0, "ok", "competing"),
+    ("s-ana", "Ti1 O2", -16.9, "ok", "competing"),
+    ("s-t2o3", "Ti2 O3", -22.0, "ok", "competing"),
+]
+
+
+def _pymatgen_reference(rows, refs) -> PhaseDiagram:
+    entries = [PDEntry(Composition(el), e) for el, e in refs.items()]
+    entries += [PDEntry(Composition(f), e, name=sid) for sid, f, e, st, _ in rows if st == "ok"]
+    return PhaseDiagram(entries)
+
+
+def test_hull_equals_pymatgen_on_hand_made_entries() -> None:
+    for e_sto in (-30.0, -26.0):  # stable, then unstable (above SrO + TiO2 = -27 eV)
+        rows = [(*SYSTEM[0][:2], e_sto, *SYSTEM[0][3:]), *SYSTEM[1:]]
+        labels = _labels(rows)
+        hull = label_hull.hull_table(labels, _refs(REFS))
+        pd_ref = _pymatgen_reference(rows, REFS)
+        for i, (sid, formula, e, _, _) in enumerate(rows):
+            entry = next(x for x in pd_ref.all_entries if x.name == sid)
+            assert hull.at[i, "e_above_hull_ev_per_atom"] == pytest.approx(pd_ref.get_e_above_hull(entry), abs=1e-9)
+        sto = hull.iloc[0]
+        if e_sto == -30.0:
+            assert bool(sto["is_stable"])
+            _, e_dec = pd_ref.get_decomp_and_phase_separation_energy(next(x for x in pd_ref.all_entries if x.name == "s-sto"))
+            assert sto["decomposition_energy_ev_per_atom"] == pytest.approx(e_dec) and e_dec < 0
+            assert sto["decomposition_energy_ev_per_atom"] == pytest.approx((-30.0 - (-27.0)) / 5)
+        else:
+            assert not bool(sto["is_stable"])
+            assert sto["e_above_hull_ev_per_atom"] == pytest.approx((-26.0 - (-27.0)) / 5)
+            assert sto["decomposition_energy_ev_per_atom"] == pytest.approx(sto["e_above_hull_ev_per_atom"])
+        assert set(dict(p.split(":") for p in sto["decomposes_to"].split())) == {"SrO", "TiO2"}
+        fractions = [float(p.split(":")[1]) for p in sto["decomposes_to"].split()]
+        assert sum(fractions) == pytest.approx(1.0, abs=2e-3)
+        # anatase sits 0.1 eV per TiO2 above rutile
+        assert hull.at[3, "e_above_hull_ev_per_atom"] == pytest.approx(0.1 / 3)
+
+
+def test_failed_competing_phase_leaves_no_hull_and_says_why() -> None:
+    rows = [*SYSTEM[:3], ("s-ana", "Ti1 O2", 0.0, "failed", "competing"), ("s-t2o3", "Ti2 O3", 0.0, "failed", "competing")]
+    hull = label_hull.hull_table(_labels(rows), _refs(REFS))
+    sto = hull.iloc[0]
+    assert pd.isna(sto["e_above_hull_ev_per_atom"]) and pd.isna(sto["is_stable"])
+    assert "Ti2O3 (failed)" in sto["hull_error"]
+    assert "TiO2" not in sto["hull_error"]  # rutile is ok: one ok polymorph is enough
+    # SrO's own system (Sr-O) is complete, so it still gets its hull
+    assert hull.iloc[1]["e_above_hull_ev_per_atom"] == pytest.approx(0.0)
+
+
+def test_failed_reference_leaves_no_hull_and_says_why() -> None:
+    hull = label_hull.hull_table(_labels(SYSTEM), _refs(REFS, status={"Ti": "failed"}))
+    assert pd.isna(hull.iloc[0]["e_above_hull_ev_per_atom"])
+    assert "reference Ti (failed" in hull.iloc[0]["hull_error"]
+
+
+def test_other_settings_hash_is_never_mixed_in() -> None:
+    # a much lower SrO at another level of theory must not change this hull
+    other = _labels([("s-sro-x", "Sr1 O1", -50.0, "ok", "competing")], shash="h-other")
+    labels = pd.concat([_labels(SYSTEM), other], ignore_index=True)
+    refs = pd.concat([_refs(REFS), _refs(REFS, shash="h-other")], ignore_index=True)
+    hull = label_hull.hull_table(labels, refs)
+    alone = label_hull.hull_table(_labels(SYSTEM), _refs(REFS))
+    assert hull.iloc[: len(SYSTEM)]["e_above_hull_ev_per_atom"].tolist() == pytest.approx(alone["e_above_hull_ev_per_atom"].tolist())
+    with pytest.raises(label_hull.MixedSettingsError, match="levels of theory"):
+        label_hull.phase_diagram([
+            label_hull.Entry("a", Composition("Sr"), -1.0, "h1", "Sr"),
+            label_hull.Entry("b", Composition("SrO"), -5.0, "h2", "SrO"),
+        ])
+
+
+def test_gather_writes_hull_columns_and_origin(tmp_path) -> None:
+    """gather: labels + references + targets -> LABELS with origin, prototype and hull columns (contract-checked)."""
+    s = label.resolve_settings({"formation_energy_window_ev_per_atom": [-50, 50]})
+    shash = label.settings_hash(s)
+    label_paths = []
+    targets = []
+    for sid, formula, e, status, origin in SYSTEM:
+        row = {c: None for c in tables.LABELS.column_names}
+        row.update(structure_id=sid, settings_hash=shash, formula=formula, energy_ha=e / HARTREE_EV, status=status,
+                   converged=True, nsites=int(Composition(formula).num_atoms))
+        p = tmp_path / f"{sid}.parquet"
+        tables.write_table(tables.conform(pd.DataFrame([row]), tables.LABELS), p, tables.LABELS)
+        label_paths.append(str(p))
+        targets.append({"structure_id": sid, "origin": origin, "family": "perovskite" if origin == "candidate" else "other",
+                        "formula": formula, "nsites": row["nsites"], "structure": _cubic(4.0).to_json(),
+                        "prototype": "rutile" if sid == "s-rut" else None})
+    ref_paths = []
+    for el, e in REFS.items():
+        row = {c: None for c in tables.REFERENCES.column_names}
+        row.update(element=el, settings_hash=shash, energy_per_atom_ha=e / HARTREE_EV, status="ok")
+        p = tmp_path / f"ref-{el}.parquet"
+        tables.write_table(tables.conform(pd.DataFrame([row]), tables.REFERENCES), p, tables.REFERENCES)
+        ref_paths.append(str(p))
+    tpath = tmp_path / "targets.parquet"
+    tables.write_table(tables.conform(pd.DataFrame(targets), tables.LABEL_TARGETS), tpath, tables.LABEL_TARGETS)
+    out = tmp_path / "labels.parquet"
+    label.gather(label_paths, ref_paths, str(out), str(tmp_path / "refs.parquet"), s, targets_path=str(tpath))
+    got = tables.read_table(out, tables.LABELS).set_index("structure_id")
+    assert got.loc["s-sto", "origin"] == "candidate" and got.loc["s-rut", "prototype"] == "rutile"
+    assert got.loc["s-sto", "decomposition_energy_ev_per_atom"] == pytest.approx(-0.6)
+    assert bool(got.loc["s-sto", "is_stable"]) and got.loc["s-ana", "e_above_hull_ev_per_atom"] > 0
