@@ -34,7 +34,6 @@ import os
 import re
 import signal
 import stat
-import tempfile
 import threading
 import warnings
 from collections import Counter
@@ -52,6 +51,7 @@ from pymatgen.io.vasp import Poscar
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from matscreen import tables
+from matscreen.atomic import write_text
 from matscreen.chemistry import shannon_radius
 from matscreen.families import OTHER, SITE_LABELS, get_family, parse_occupancy
 from matscreen.ids import structure_id
@@ -644,15 +644,7 @@ def read_file_cached(
     rows, rejects = read_file(path, settings, label_settings)
     if any(r["reason"] in _UNCACHED_REASONS for r in rejects):
         return rows, rejects, False
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=f".{entry.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"rows": rows, "rejects": rejects}, fh, default=_json_default)
-        os.replace(tmp, entry)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(entry, json.dumps({"rows": rows, "rejects": rejects}, default=_json_default))
     return rows, rejects, False
 
 

@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -187,17 +186,10 @@ def store_path(settings: Mapping[str, Any], kind: str, key: str) -> Path:
 
 
 def _atomic_copy(src: Path, dst: str | os.PathLike[str]) -> None:
-    """Copy ``src`` to ``dst`` through a temporary file in ``dst``'s folder and a rename."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Copy ``src`` to ``dst`` through the one atomic writer (:mod:`matscreen.atomic`: umask mode, rename)."""
+    from matscreen.atomic import copy_file
+
+    copy_file(src, dst)
 
 
 def _store_hit(entry: Path, table: tables.Table) -> bool:
