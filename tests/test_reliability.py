@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from matscreen import cli, enumerate as enumerate_stage, external, ingest, screen, tables, train
+from matscreen import cli, external, ingest, screen, tables, train
+from matscreen import enumerate as enumerate_stage
 from matscreen.config import DEFAULT_CONFIG, ConfigError, load_config, validate
 
 ROOT = Path(__file__).resolve().parents[1]
