@@ -805,7 +805,7 @@ def run(
         log.info("ingest: %s does not exist yet; nothing to de-duplicate against", existing_path)
     structures, rejects = ingest(inputs, cfg, label_settings, existing, cfg["cache"])
     prov = provenance("ingest", cfg, config_hash)
-    tables.write_table(structures, structures_path, tables.STRUCTURES, prov)
-    tables.write_table(rejects, rejects_path, tables.REJECTS, prov)
+    tables.write_tables([(structures, structures_path, tables.STRUCTURES), (rejects, rejects_path, tables.REJECTS)],
+                        prov)  # both checked before either is written
     n_files = len({*structures["source"], *rejects["source"]})
     log.info(summary(n_files, structures, rejects))

@@ -470,8 +470,8 @@ def gather(label_paths: list[str], reference_paths: list[str], labels_out: str, 
     counts = labels["status"].value_counts().to_dict()
     log.info("gathered %d labels %s, %d references, %d formation energies", len(labels), counts, len(refs),
              int(labels["formation_energy_ev_per_atom"].notna().sum()))
-    tables.write_table(labels, labels_out, tables.LABELS, provenance("label", physical_settings(s), config_hash))
-    tables.write_table(refs, references_out, tables.REFERENCES, provenance("label", physical_settings(s), config_hash))
+    tables.write_tables([(labels, labels_out, tables.LABELS), (refs, references_out, tables.REFERENCES)],
+                        provenance("label", physical_settings(s), config_hash))  # both checked, then written
 
 
 # --- command line: label files sequentially -------------------------------------------------------
