@@ -2,12 +2,17 @@
 
 Settings come from a config file (``--config``, default: the shipped ``config/config.yaml``),
 validated against the same schema as the workflow's. Run ``matscreen <stage> --help``.
+
+Expected failures (a bad config, a table that breaks its contract, a missing or unreadable
+file) end in one line ``matscreen <cmd>: error: <file or key>: <problem>`` and exit status 2;
+``--debug`` (or ``MATSCREEN_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,8 +26,35 @@ from matscreen.config import ConfigError, config_hash, load_config
 log = logging.getLogger("matscreen")
 
 
+#: Errors that mean bad input, not a bug: reported in one line (ContractError and ConfigError
+#: are ValueErrors; FileNotFoundError and PermissionError are OSErrors).
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ValueError, OSError)
+
+
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     return load_config(args.config)
+
+
+def _shards(paths: list[str], *, candidates: bool) -> list[str]:
+    """Shard files from files, folders or globs, checked against the shard set's manifest.
+
+    Candidate shards (``candidates=True``) only come from ``enumerate``, which writes a manifest
+    last: a ``part-*`` file without one is an unfinished set, one not listed a stale shard.
+    """
+    from matscreen.tables import resolve_shards
+
+    return resolve_shards(paths, require_manifest=candidates)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--shards 0`` or ``-2`` would write no shard or crash later)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _cmd_ingest(args: argparse.Namespace) -> None:
@@ -49,7 +81,8 @@ def _cmd_select(args: argparse.Namespace) -> None:
     from matscreen import targets
 
     cfg = _config(args)
-    targets.run(args.structures, list(args.candidates), args.output, cfg["label"], cfg["seed"], config_hash(cfg))
+    targets.run(args.structures, _shards(list(args.candidates), candidates=True), args.output, cfg["label"], cfg["seed"],
+                config_hash(cfg))
 
 
 def _cmd_label(args: argparse.Namespace) -> None:
@@ -73,27 +106,33 @@ def _cmd_featurize(args: argparse.Namespace) -> None:
     from matscreen import featurize
 
     cfg = _config(args)
-    featurize.run(list(args.inputs), args.output, args.id_column, cfg["featurize"], config_hash(cfg))
+    inputs = _shards(list(args.inputs), candidates=args.id_column == "candidate_id")
+    featurize.run(inputs, args.output, args.id_column, cfg["featurize"], config_hash(cfg))
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from matscreen import train
+    from matscreen.label import settings_hash
 
     cfg = _config(args)
     out = Path(args.output_dir)
     train.run(args.features, args.labels, str(out / "model.json"), str(out / "cv_metrics.parquet"),
-              str(out / "oof_predictions.parquet"), cfg["train"], cfg["seed"], config_hash(cfg))
+              str(out / "oof_predictions.parquet"), cfg["train"], cfg["seed"], config_hash(cfg),
+              label_settings_hash=settings_hash(cfg["label"]))
 
 
 def _cmd_screen(args: argparse.Namespace) -> None:
     from matscreen import screen
 
     cfg = _config(args)
-    if len(args.candidates) != len(args.features):
-        raise SystemExit("matscreen screen: give one --features file per --candidates shard, in the same order")
+    candidates = _shards(list(args.candidates), candidates=True)
+    features = _shards(list(args.features), candidates=False)
+    if len(candidates) != len(features):
+        raise ValueError(f"--features: {len(features)} file(s) for {len(candidates)} --candidates shard(s); "
+                         "give one --features file per --candidates shard, in the same order")
     out = Path(args.output_dir)
     preds = []
-    for i, (cand, feat) in enumerate(zip(args.candidates, args.features)):
+    for i, (cand, feat) in enumerate(zip(candidates, features, strict=True)):
         p = out / "predictions" / f"part-{i}.parquet"
         screen.run_predict(args.model, cand, feat, str(p), config_hash(cfg))
         preds.append(str(p))
@@ -136,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"matscreen {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--debug", action="store_true",
+                   help="show the Python traceback of an error (also MATSCREEN_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
@@ -152,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("enumerate", _cmd_enumerate, "enumerate candidate compositions into sharded Parquet")
     sp.add_argument("-o", "--output", default="enumerate", help="output folder: candidates/part-*.parquet, funnel.parquet")
-    sp.add_argument("--shards", type=int, default=None, help="number of shards (default: enumerate.shards)")
+    sp.add_argument("--shards", type=_positive_int, default=None, help="number of shards, at least 1 (default: enumerate.shards)")
     sp.add_argument("--families", nargs="+", default=None, help="families to enumerate (default: enumerate.families)")
 
     sp = add("select", _cmd_select, "choose the structures to label (ingested + candidate prototypes)")
@@ -198,12 +239,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     from matscreen.logs import setup_logging
 
     setup_logging(None, logging.DEBUG if args.verbose else logging.INFO)
+    if args.debug or os.environ.get("MATSCREEN_DEBUG", "") not in ("", "0"):
+        args.func(args)
+        return 0
     try:
         args.func(args)
-    except ConfigError as exc:
-        log.error("%s", exc)
+    except EXPECTED_ERRORS as exc:
+        sys.stderr.write(f"matscreen {args.command}: error: {error_line(exc)}\n")
         return 2
     return 0
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for an expected error: our messages already name the file/key; OSErrors get theirs."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror or exc}"
+    elif isinstance(exc, KeyError):
+        text = str(exc.args[0]) if exc.args else "KeyError"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ live in :func:`check_semantics` and name the offending key.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from functools import lru_cache
@@ -34,6 +35,33 @@ def load_schema() -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
+def _is_finite_number(checker: Any, instance: Any) -> bool:
+    """``type: number`` means a finite number: ``.nan`` and ``.inf`` pass JSON-schema's own check
+    (and every ``minimum``), then turn scores into NaN and rankings into candidate-id order."""
+    return jsonschema.Draft202012Validator.TYPE_CHECKER.is_type(instance, "number") and math.isfinite(instance)
+
+
+def _is_strict_integer(checker: Any, instance: Any) -> bool:
+    """``type: integer`` means an int: JSON-schema accepts 2.0, which later fails ``range(2.0)``."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_TYPE_CHECKER = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+    {"number": _is_finite_number, "integer": _is_strict_integer}
+)
+
+
+def _message(err: jsonschema.ValidationError) -> str:
+    """The schema's message, reworded where the strict number types above refused a value."""
+    if err.validator == "type" and isinstance(err.instance, float):
+        types = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        if not math.isfinite(err.instance):
+            return f"must be a finite number, got {err.instance!r}"
+        if "integer" in types and err.instance.is_integer():
+            return f"must be an integer, got {err.instance!r} (write {int(err.instance)})"
+    return err.message
+
+
 def _with_defaults(validator_class: type) -> type:
     validate_props = validator_class.VALIDATORS["properties"]
 
@@ -44,7 +72,7 @@ def _with_defaults(validator_class: type) -> type:
                     instance[prop] = _copy(sub["default"])
         yield from validate_props(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults}, type_checker=_TYPE_CHECKER)
 
 
 def _copy(obj: Any) -> Any:
@@ -65,7 +93,7 @@ def resolve_section(name: str, settings: Mapping[str, Any] | None) -> dict[str, 
     out = _copy(dict(settings or {}))
     errors = sorted(_section_validator(name).iter_errors(out), key=lambda e: list(e.absolute_path))
     if errors:
-        msgs = [f"config key '{'.'.join([name, *map(str, e.absolute_path)])}': {e.message}" for e in errors[:10]]
+        msgs = [f"config key '{'.'.join([name, *map(str, e.absolute_path)])}': {_message(e)}" for e in errors[:10]]
         raise ConfigError(f"invalid {name} settings:\n  " + "\n  ".join(msgs))
     return out
 
@@ -80,7 +108,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     cls = _with_defaults(jsonschema.Draft202012Validator)
     errors = sorted(cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        msgs = [f"config key '{_key_path(e)}': {e.message}" for e in errors[:10]]
+        msgs = [f"config key '{_key_path(e)}': {_message(e)}" for e in errors[:10]]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(msgs))
     check_semantics(config)
     return config

@@ -39,12 +39,15 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import time
+import uuid
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -491,11 +494,29 @@ def format_funnel(funnel: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _clear_shard_folders(shard_paths: Sequence[str]) -> None:
+    """Remove the manifest and every ``part-*.parquet`` not about to be rewritten from the shard folders.
+
+    Runs before the first shard is written: a kill after this point leaves a set without a
+    manifest (refused by readers), and a rerun with fewer shards leaves no stale shard that a
+    ``part-*`` glob would pick up as current.
+    """
+    keep = {os.path.abspath(p) for p in shard_paths}
+    for folder in sorted({os.path.dirname(os.path.abspath(p)) for p in shard_paths}):
+        Path(folder, tables.MANIFEST_NAME).unlink(missing_ok=True)
+        for stale in sorted(Path(folder).glob("part-*.parquet")):
+            if str(stale.resolve()) not in keep and os.path.abspath(stale) not in keep:
+                log.info("removing stale shard %s of an earlier run", stale)
+                stale.unlink()
+
+
 def run(settings: dict, shard_paths: list[str], funnel_path: str, config_hash: str = "") -> None:
-    """Enumerate, then write one Parquet file per shard (empty shards too) and the funnel.
+    """Enumerate, then write one Parquet file per shard (empty shards too), the funnel and the manifest.
 
     A candidate goes to ``shard_paths[shard_of(id, len(shard_paths))]``, so a candidate keeps
-    its shard when other candidates come and go.
+    its shard when other candidates come and go. Every table is checked before the first is
+    written; the shard manifest (:func:`matscreen.tables.write_manifest`) is written last, so a
+    set that has one is complete and current.
     """
     if not shard_paths:
         raise ValueError("run() needs at least one shard path")
@@ -503,10 +524,17 @@ def run(settings: dict, shard_paths: list[str], funnel_path: str, config_hash: s
     cand, funnel = enumerate_candidates(settings)
     prov = provenance("enumerate", resolve_settings(settings), config_hash)
     shard = np.array([shard_of(c, len(shard_paths)) for c in cand["candidate_id"]], dtype=int)
-    for i, path in enumerate(shard_paths):
-        part = cand[shard == i].reset_index(drop=True)
-        tables.write_table(part, path, tables.CANDIDATES, provenance=prov)
+    parts = [cand[shard == i].reset_index(drop=True) for i in range(len(shard_paths))]
+    _clear_shard_folders(shard_paths)
+    tables.write_tables([*((part, path, tables.CANDIDATES) for part, path in zip(parts, shard_paths)),
+                         (funnel, funnel_path, tables.FUNNEL)], prov)
+    for i, (part, path) in enumerate(zip(parts, shard_paths)):
         log.info("shard %d: %d candidates -> %s", i, len(part), path)
-    tables.write_table(funnel, funnel_path, tables.FUNNEL, provenance=prov)
+    folders: dict[str, list[str]] = {}
+    for p in shard_paths:
+        folders.setdefault(os.path.dirname(os.path.abspath(p)), []).append(p)
+    run_id = f"{config_hash or 'noconfig'}-{uuid.uuid4().hex[:12]}"
+    for folder, members in folders.items():
+        tables.write_manifest(folder, members, run_id)
     log.info("funnel:\n%s", format_funnel(funnel))
     log.info("%d candidates in %.2f s", len(cand), time.perf_counter() - t0)

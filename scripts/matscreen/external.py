@@ -51,9 +51,11 @@ def _row_problem(rec: dict, target: str) -> str | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return f"no {target}"
     try:
-        float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return f"{target} {value!r} is not a number"
+    if not np.isfinite(number) or abs(number) > tables.MAX_ABS_LABEL:
+        return f"{target} {value!r} is not a plausible label (|x| > {tables.MAX_ABS_LABEL:g} or not finite)"
     try:
         comp = Composition(str(rec["formula"]))
     except Exception as exc:  # pymatgen raises ValueError and others for bad formulas

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from matscreen.atomic import write_text
 from matscreen.provenance import stable_hash
 
 log = logging.getLogger(__name__)
@@ -189,14 +189,7 @@ def record(folder: str | os.PathLike[str], snap: Mapping[str, Any], previous: Ma
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename (never a half file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 # --- failed runs ---------------------------------------------------------------------------------

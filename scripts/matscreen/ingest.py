@@ -7,7 +7,7 @@ file contains may stop the run: every failure while reading one file becomes a r
 (``internal_error`` if it is not one we know), and a per-file alarm turns parser hangs into
 ``timeout`` rejects.
 
-Reject reasons: ``not_found`` (input path/glob matched nothing), ``unreadable`` (broken
+Reject reasons: ``not_found`` (older tables only: an input path or glob that matches nothing is now a config error naming ``ingest.inputs``), ``unreadable`` (broken
 symlink, not a regular file, permission denied), ``too_big``, ``empty``, ``not_text`` (binary
 content), ``unknown_format`` (extension not CIF/POSCAR/JSON), ``parse_error``, ``no_structure``,
 ``symmetry_fallback`` (pymatgen could not use the CIF's symmetry and silently returned the
@@ -34,7 +34,6 @@ import os
 import re
 import signal
 import stat
-import tempfile
 import threading
 import warnings
 from collections import Counter
@@ -52,7 +51,9 @@ from pymatgen.io.vasp import Poscar
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from matscreen import tables
+from matscreen.atomic import write_text
 from matscreen.chemistry import shannon_radius
+from matscreen.config import ConfigError
 from matscreen.families import OTHER, SITE_LABELS, get_family, parse_occupancy
 from matscreen.ids import structure_id
 from matscreen.provenance import provenance, stable_hash
@@ -101,6 +102,10 @@ def expand_inputs(paths: list[str], ignore: list[str] | tuple[str, ...] = ()) ->
     (e.g. ``SOURCES.md`` beside the data); a file named explicitly is never skipped. Returns
     ``(files, missing)`` where ``missing`` lists ``(path, detail)`` of inputs that matched nothing.
     Broken symlinks and other non-regular entries are returned as files so they become rejects.
+
+    Symlinked sub-folders are followed (the README promises that every input file ends in one of
+    the two tables; ``os.walk`` skips them by default), each real folder once, so a link back up
+    the tree cannot loop. A folder that holds no files is logged as a warning naming it.
     """
     files: list[str] = []
     missing: list[tuple[str, str]] = []
@@ -112,11 +117,20 @@ def expand_inputs(paths: list[str], ignore: list[str] | tuple[str, ...] = ()) ->
             files.append(p)
 
     def walk(folder: str) -> None:
-        for root, dirs, names in os.walk(folder):
+        visited: set[str] = set()
+        before = len(files)
+        for root, dirs, names in os.walk(folder, followlinks=True):
+            real = os.path.realpath(root)
+            if real in visited:  # a symlink cycle, or two links to one folder: read it once
+                dirs[:] = []
+                continue
+            visited.add(real)
             dirs[:] = sorted(d for d in dirs if not any(fnmatch.fnmatch(d, pat) for pat in ignore))
             for n in sorted(names):
                 if not any(fnmatch.fnmatch(n, pat) for pat in ignore):
                     add(os.path.join(root, n))
+        if len(files) == before:
+            log.warning("config key 'ingest.inputs': folder %s holds no input files", folder)
 
     for entry in paths:
         if os.path.isdir(entry):
@@ -638,21 +652,16 @@ def read_file_cached(
             cached = json.loads(entry.read_text())
             rows = [{**r, "source": path} for r in cached["rows"]]
             rejects = [{**r, "source": path} for r in cached["rejects"]]
-            return rows, rejects, True
+            if rows or rejects:
+                return rows, rejects, True
+            # valid JSON but no row for the file: it would vanish from both tables; read it again
+            log.warning("ingest cache entry %s holds no rows: reading %s again", entry, path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ingest cache entry %s is unreadable (%s): reading %s again", entry, exc, path)
     rows, rejects = read_file(path, settings, label_settings)
     if any(r["reason"] in _UNCACHED_REASONS for r in rejects):
         return rows, rejects, False
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=f".{entry.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"rows": rows, "rejects": rejects}, fh, default=_json_default)
-        os.replace(tmp, entry)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(entry, json.dumps({"rows": rows, "rejects": rejects}, default=_json_default))
     return rows, rejects, False
 
 
@@ -728,8 +737,10 @@ def ingest(
     """
     cfg = resolve_settings(settings)
     files, missing = expand_inputs(list(paths), cfg["ignore"])
+    if missing:  # a typo in a path must not look like a run over fewer files
+        raise ConfigError("config key 'ingest.inputs': " + "; ".join(f"{p}: {d}" for p, d in missing))
     rows: list[dict[str, Any]] = []
-    rejects: list[dict[str, Any]] = [{"source": p, "block": "", "reason": "not_found", "detail": d} for p, d in missing]
+    rejects: list[dict[str, Any]] = []
     key = cache_key(cfg, label_settings) if cache is not None else None
     hits = 0
     for i, path in enumerate(files, 1):
@@ -744,7 +755,20 @@ def ingest(
     structures = tables.conform(pd.DataFrame(rows), tables.STRUCTURES) if rows else tables.empty_frame(tables.STRUCTURES)
     structures = mark_duplicates(structures, cfg, existing)
     rej = tables.conform(pd.DataFrame(rejects), tables.REJECTS) if rejects else tables.empty_frame(tables.REJECTS)
+    check_every_file_accounted(files, structures, rej)
     return structures, rej
+
+
+def check_every_file_accounted(files: list[str], structures: pd.DataFrame, rejects: pd.DataFrame) -> None:
+    """The README's promise as an invariant: every input file is in ``structures`` or ``rejects``.
+
+    A file in neither (a reader that returned nothing, an empty cache entry) would vanish from
+    the run without a trace; this is a bug of ingest, so it stops the stage naming the files.
+    """
+    lost = sorted(set(files) - set(structures["source"]) - set(rejects["source"]))
+    if lost:
+        raise RuntimeError(f"ingest: {len(lost)} input file(s) ended in neither structures nor rejects "
+                           f"(first: {lost[0]}); please report this as a bug")
 
 
 def summary(n_files: int, structures: pd.DataFrame, rejects: pd.DataFrame) -> str:
@@ -781,7 +805,7 @@ def run(
         log.info("ingest: %s does not exist yet; nothing to de-duplicate against", existing_path)
     structures, rejects = ingest(inputs, cfg, label_settings, existing, cfg["cache"])
     prov = provenance("ingest", cfg, config_hash)
-    tables.write_table(structures, structures_path, tables.STRUCTURES, prov)
-    tables.write_table(rejects, rejects_path, tables.REJECTS, prov)
+    tables.write_tables([(structures, structures_path, tables.STRUCTURES), (rejects, rejects_path, tables.REJECTS)],
+                        prov)  # both checked before either is written
     n_files = len({*structures["source"], *rejects["source"]})
     log.info(summary(n_files, structures, rejects))

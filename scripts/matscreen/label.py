@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -142,6 +141,49 @@ def _check_label_config(config: dict[str, Any]) -> None:
         load_reference_table(ref_file)  # raises ConfigError naming 'label.references.file'
 
 
+@semantic_check
+def _check_label_names(config: dict[str, Any]) -> None:
+    """``label.xc``, ``label.basis``, ``label.pseudo`` and ``label.select.elements`` must name
+    things PySCF and the periodic table know: otherwise every label fails (or no candidate is
+    chosen) hours later without naming the key. Only name lookups, nothing is computed."""
+    import warnings
+
+    sec = config.get("label") or {}
+    for i, el in enumerate((sec.get("select") or {}).get("elements") or []):
+        if not _is_element(el):
+            raise ConfigError(f"config key 'label.select.elements[{i}]': unknown element {el!r}")
+    if sec.get("xc") is not None:
+        from pyscf.dft import libxc
+
+        try:
+            libxc.parse_xc(sec["xc"])
+        except Exception as exc:  # KeyError for unknown names, ValueError for bad syntax
+            raise ConfigError(f"config key 'label.xc': PySCF/libxc does not know the functional {sec['xc']!r} "
+                              f"({type(exc).__name__}: {exc})") from None
+    probe = ("O", "H", "Si", "Ti", "Fe", "Ba", "La")  # a basis or pseudopotential family covers one of these
+    for key in ("basis", "pseudo"):
+        name = sec.get(key)
+        if name is None:
+            continue
+        if key == "basis":
+            from pyscf.gto.basis import load as load_one
+        else:
+            from pyscf.pbc.gto.pseudo import load as load_one
+        found = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PySCF suggests installing basis-set-exchange on a miss
+            for el in probe:
+                try:
+                    found = bool(load_one(name, el))
+                except Exception:  # BasisNotFoundError and friends: try the next element
+                    continue
+                if found:
+                    break
+        if not found:
+            raise ConfigError(f"config key 'label.{key}': PySCF knows no {key} {name!r} "
+                              f"(tried {', '.join(probe)}; see pyscf/gto/basis for the names)")
+
+
 def _is_element(symbol: str) -> bool:
     from pymatgen.core import Element
 
@@ -188,17 +230,10 @@ def store_path(settings: Mapping[str, Any], kind: str, key: str) -> Path:
 
 
 def _atomic_copy(src: Path, dst: str | os.PathLike[str]) -> None:
-    """Copy ``src`` to ``dst`` through a temporary file in ``dst``'s folder and a rename."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Copy ``src`` to ``dst`` through the one atomic writer (:mod:`matscreen.atomic`: umask mode, rename)."""
+    from matscreen.atomic import copy_file
+
+    copy_file(src, dst)
 
 
 def _store_hit(entry: Path, table: tables.Table) -> bool:
@@ -475,8 +510,8 @@ def gather(label_paths: list[str], reference_paths: list[str], labels_out: str, 
     counts = labels["status"].value_counts().to_dict()
     log.info("gathered %d labels %s, %d references, %d formation energies, %d energies above hull", len(labels), counts,
              len(refs), int(labels["formation_energy_ev_per_atom"].notna().sum()), int(labels["e_above_hull_ev_per_atom"].notna().sum()))
-    tables.write_table(labels, labels_out, tables.LABELS, provenance("label", physical_settings(s), config_hash))
-    tables.write_table(refs, references_out, tables.REFERENCES, provenance("label", physical_settings(s), config_hash))
+    tables.write_tables([(labels, labels_out, tables.LABELS), (refs, references_out, tables.REFERENCES)],
+                        provenance("label", physical_settings(s), config_hash))  # both checked, then written
 
 
 # --- command line: label files sequentially -------------------------------------------------------

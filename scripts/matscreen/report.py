@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from matscreen import tables  # noqa: E402
+from matscreen.atomic import atomic_path, write_text  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,12 @@ def _md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save(fig: Any, path: str | Path) -> None:
+    """Save a figure through the one atomic writer (the format from ``path``'s suffix, not the temp name's)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
+
+
 def parity_plot(oof: pd.DataFrame, target: str, path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
     ax.errorbar(oof["y_true"], oof["y_pred"], yerr=oof["y_std"], fmt="o", ms=4, alpha=0.8, elinewidth=0.8)
@@ -53,7 +60,7 @@ def parity_plot(oof: pd.DataFrame, target: str, path: str | Path) -> None:
     ax.set_ylabel("out-of-fold prediction")
     ax.set_title("Cross-validated predictions")
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -66,7 +73,7 @@ def prediction_plot(ranked: pd.DataFrame, target: str, path: str | Path) -> None
     ax.legend(fontsize=8)
     ax.set_title("Screened candidates")
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -173,5 +180,5 @@ def run(inputs: Mapping[str, str], out_dir: str, settings: dict[str, Any], label
         changes, _ = history.update(settings["history"], snap)
     text = summary(**{k: v for k, v in data.items() if k != "oof"}, target=target, label_settings=label_settings,
                    top_n=top_n, changes=changes)
-    (out / "summary.md").write_text(text)
+    write_text(out / "summary.md", text)
     log.info("report written to %s", out / "summary.md")

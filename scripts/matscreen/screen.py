@@ -19,15 +19,25 @@ import numpy as np
 import pandas as pd
 
 from matscreen import tables
+from matscreen.atomic import atomic_path, outputs_together
 from matscreen.provenance import provenance
 from matscreen.train import Ensemble
 
 log = logging.getLogger(__name__)
 
 
-def predict(model: Ensemble, candidates: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
-    """Predictions for one shard, in the PREDICTIONS contract (score and rank not yet set)."""
-    df = candidates[["candidate_id", "family", "formula"]].merge(features, on="candidate_id", how="left", validate="1:1")
+def predict(
+    model: Ensemble, candidates: pd.DataFrame, features: pd.DataFrame,
+    candidates_name: str = "candidates", features_name: str = "features",
+) -> pd.DataFrame:
+    """Predictions for one shard, in the PREDICTIONS contract (score and rank not yet set).
+
+    Each candidate must have exactly one feature row and each feature row its candidate
+    (:func:`matscreen.tables.join_one_to_one`): a swapped or empty feature shard would
+    otherwise give every candidate NaN features and the same prediction.
+    """
+    df = tables.join_one_to_one(candidates[["candidate_id", "family", "formula"]], features, "candidate_id",
+                                left_name=candidates_name, right_name=features_name, complete="both")
     if len(df):
         mean, std = model.predict(df)
     else:
@@ -66,7 +76,7 @@ def run_predict(model_path: str, candidates_path: str, features_path: str, out_p
     model = Ensemble.load(model_path)
     candidates = tables.read_table(candidates_path, tables.CANDIDATES)
     features = tables.read_table(features_path, tables.CANDIDATE_FEATURES)
-    preds = predict(model, candidates, features)
+    preds = predict(model, candidates, features, str(candidates_path), str(features_path))
     tables.write_table(preds, out_path, tables.PREDICTIONS, provenance("screen", {"model": Path(model_path).name}, config_hash))
     log.info("%s: predicted %d candidates", candidates_path, len(preds))
 
@@ -80,9 +90,10 @@ def run_rank(
     targets = tables.read_table(targets_path, tables.LABEL_TARGETS)
     labeled = set(targets["candidate_id"].dropna())
     prov = provenance("screen", settings, config_hash)
-    tables.write_table(ranked, ranked_out, tables.PREDICTIONS, prov)
-    tables.write_table(next_to_label(ranked, labeled, settings), next_out, tables.PREDICTIONS, prov)
     top = ranked.head(int(settings.get("top_n", 50)))
-    Path(top_csv).parent.mkdir(parents=True, exist_ok=True)
-    top.to_csv(top_csv, index=False, float_format="%.6g")
+    with outputs_together([ranked_out, next_out, top_csv]):
+        tables.write_tables([(ranked, ranked_out, tables.PREDICTIONS),
+                             (next_to_label(ranked, labeled, settings), next_out, tables.PREDICTIONS)], prov)
+        with atomic_path(top_csv) as tmp:
+            top.to_csv(tmp, index=False, float_format="%.6g")
     log.info("ranked %d candidates; top %d written to %s", len(ranked), len(top), top_csv)

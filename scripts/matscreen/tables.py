@@ -13,18 +13,20 @@ The README section "Table contracts" is generated from this module
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from matscreen.atomic import atomic_path, outputs_together, write_text
 from matscreen.families import SITE_LABELS
 
 METADATA_KEY = b"matscreen"
@@ -43,6 +45,17 @@ class ContractError(ValueError):
     """A table does not satisfy its written contract."""
 
 
+#: Largest magnitude a float column may hold unless its contract says otherwise. No quantity
+#: matscreen writes (energies in Ha or eV, seconds, MB, Å, metrics) comes near it, while the
+#: overflow artefacts of a broken calculation or a typo in an external table (1e300) do.
+DEFAULT_MAX_ABS = 1e12
+
+#: Largest magnitude of a label a model is trained on (train, external label tables). Targets
+#: are energies per atom or per cell (eV, hartree), gaps and timings; beyond this a value is an
+#: overflow or a typo, and one such row would dominate every squared-error split of the boosters.
+MAX_ABS_LABEL = 1e6
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -50,6 +63,11 @@ class Column:
     description: str
     unit: str = ""
     nullable: bool = True
+    #: float columns only: refuse +-inf (null/NaN is governed by ``nullable``). Never turned off by
+    #: a contract today; an infinite label or score ranks and trains as if it were a number.
+    finite: bool = True
+    #: float columns only: refuse values whose magnitude exceeds this (absurd, not physical)
+    max_abs: float = DEFAULT_MAX_ABS
 
 
 @dataclass(frozen=True)
@@ -347,9 +365,33 @@ def check_frame(df: pd.DataFrame, table: Table, *, where: str = "") -> None:
         if not col.nullable and df[col.name].isna().any():
             bad = df.index[df[col.name].isna()][:5].tolist()
             raise ContractError(f"{ctx}: column {col.name!r} must not be null (rows {bad})")
+        if col.dtype.startswith("float") and len(df):
+            _check_magnitude(df, col, ctx)
     if len(df) and df.duplicated(list(table.key)).any():
         dup = df.loc[df.duplicated(list(table.key), keep=False), list(table.key)].head(5)
         raise ContractError(f"{ctx}: duplicate primary key {table.key}: {dup.to_dict('records')}")
+
+
+def _check_magnitude(df: pd.DataFrame, col: Column, ctx: str) -> None:
+    """Refuse infinite and absurdly large values of a float column, naming the rows."""
+    values = pd.to_numeric(df[col.name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        bad = (np.isinf(values) if col.finite else np.zeros(len(values), bool)) | (np.abs(values) > col.max_abs)
+    if bad.any():
+        idx = np.flatnonzero(bad)[:5]
+        rows = [_row_name(df, i) for i in idx]
+        raise ContractError(
+            f"{ctx}: column {col.name!r} holds non-finite or absurd values (|x| > {col.max_abs:g}): "
+            + ", ".join(f"{r} = {values[i]!r}" for r, i in zip(rows, idx))
+        )
+
+
+def _row_name(df: pd.DataFrame, i: int) -> str:
+    """How an error names row ``i``: its position (1 = first data row) and its id when it has one."""
+    for key in ("structure_id", "candidate_id", "element"):
+        if key in df.columns and isinstance(df[key].iloc[i], str):
+            return f"row {i + 1} ({key} {df[key].iloc[i]})"
+    return f"row {i + 1}"
 
 
 def to_arrow(df: pd.DataFrame, table: Table) -> pa.Table:
@@ -370,23 +412,41 @@ def write_table(
     table: Table,
     provenance: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Check ``df`` against ``table``, then write it atomically with provenance metadata."""
+    """Check ``df`` against ``table``, then write it atomically (:mod:`matscreen.atomic`) with provenance."""
+    arrow = _prepare(df, table, provenance)
+    return _write_arrow(arrow, path)
+
+
+def _prepare(df: pd.DataFrame, table: Table, provenance: Mapping[str, Any] | None) -> pa.Table:
+    """``df`` checked and cast to the contract, with provenance metadata attached."""
     arrow = to_arrow(df, table)
     meta = dict(arrow.schema.metadata or {})
     meta.pop(b"pandas", None)  # pandas' own metadata embeds versions and index info we do not need
     meta[METADATA_KEY] = json.dumps({"table": table.name, **(provenance or {})}, sort_keys=True).encode()
-    arrow = arrow.replace_schema_metadata(meta)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    return arrow.replace_schema_metadata(meta)
+
+
+def _write_arrow(arrow: pa.Table, path: str | os.PathLike[str]) -> Path:
+    with atomic_path(path) as tmp:
         pq.write_table(arrow, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
+
+
+def write_tables(
+    items: Sequence[tuple[pd.DataFrame, str | os.PathLike[str], Table]],
+    provenance: Mapping[str, Any] | None = None,
+    also: Iterable[str | os.PathLike[str]] = (),
+) -> list[Path]:
+    """Write the outputs of one stage together or not at all.
+
+    Every frame is checked against its contract before the first file is written, so a bad
+    table never leaves its siblings behind looking finished; if a write still fails (disk
+    full), the files of ``items`` and ``also`` (outputs written by the caller just before,
+    e.g. ``model.json``) are removed.
+    """
+    prepared = [(_prepare(df, table, provenance), path) for df, path, table in items]
+    with outputs_together([*also, *(p for _, p in prepared)]):
+        return [_write_arrow(arrow, path) for arrow, path in prepared]
 
 
 def read_table(path: str | os.PathLike[str], table: Table, columns: list[str] | None = None) -> pd.DataFrame:
@@ -424,11 +484,149 @@ def read_available(path: str | os.PathLike[str], wanted: Iterable[str], required
 
 
 def read_tables(paths: Iterable[str | os.PathLike[str]], table: Table) -> pd.DataFrame:
-    """Read and concatenate shards of one table."""
+    """Read and concatenate shards of one table; a primary key in two shards is refused.
+
+    Shards of one set partition the rows, so a key seen twice means a stale shard of an earlier
+    run or the same shard given twice; the error names both files.
+    """
+    paths = [str(p) for p in paths]
     frames = [read_table(p, table) for p in paths]
     if not frames:
         return empty_frame(table)
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True)
+    key = list(table.key)
+    if len(out) and out.duplicated(key).any():
+        origin = np.repeat(np.arange(len(paths)), [len(f) for f in frames])
+        dup = out.duplicated(key, keep=False).to_numpy()
+        first = out.loc[dup, key].head(1).to_dict("records")[0]
+        same = (out[key] == pd.Series(first)).all(axis=1).to_numpy()
+        files = sorted({paths[i] for i in origin[same]})
+        raise ContractError(f"{table.name}: primary key {first} is in more than one shard ({', '.join(files)}); "
+                            "a stale shard of an earlier run? (re-run the stage that wrote them)")
+    return out
+
+
+def join_one_to_one(
+    left: pd.DataFrame, right: pd.DataFrame, key: str, *, left_name: str, right_name: str,
+    complete: str = "both",
+) -> pd.DataFrame:
+    """``left`` joined with ``right`` on ``key``, refusing anything but a one-to-one match.
+
+    The one join of rows with their features (screen: candidates with candidate features;
+    train: labels with structure features). A key twice on either side, or a row of ``left``
+    (``complete="left"``) or of either side (``complete="both"``) without its partner, is a
+    :class:`ContractError` naming both files: a ``how="left"`` merge would instead give the row
+    NaN features and a prediction like every other such row, and a swapped or empty feature
+    shard would rank every candidate alike.
+    """
+    for df, name in ((left, left_name), (right, right_name)):
+        dup = df[key][df[key].duplicated()]
+        if len(dup):
+            raise ContractError(f"{name}: {key} {dup.iloc[0]!r} appears more than once")
+    lk, rk = set(left[key]), set(right[key])
+    no_partner = sorted(lk - rk)
+    if no_partner:
+        raise ContractError(
+            f"{left_name}: {len(no_partner)} of {len(lk)} rows have no row in {right_name} "
+            f"(first {key} {no_partner[0]!r}); are the files of one shard/run given together?"
+        )
+    if complete == "both" and (extra := sorted(rk - lk)):
+        raise ContractError(
+            f"{right_name}: {len(extra)} of {len(rk)} rows have no row in {left_name} "
+            f"(first {key} {extra[0]!r}); are the files of one shard/run given together?"
+        )
+    return left.merge(right, on=key, how="inner", validate="1:1")
+
+
+# --- shard sets -----------------------------------------------------------------------------
+
+#: Written beside the shards of one set, last, so that its presence means the set is complete.
+MANIFEST_NAME = "_manifest.json"
+
+
+def _file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: str | os.PathLike[str], shard_paths: Sequence[str | os.PathLike[str]], run_id: str) -> Path:
+    """Record the shard set of one run (file name, rows, sha256) in ``folder/_manifest.json``.
+
+    Call it after every shard is written: a set without a manifest is unfinished.
+    """
+    shards = []
+    for p in shard_paths:
+        shards.append({"file": Path(p).name, "rows": pq.read_metadata(p).num_rows, "sha256": _file_sha256(p)})
+    body = json.dumps({"run_id": run_id, "shards": shards}, indent=1, sort_keys=True)
+    return write_text(Path(folder) / MANIFEST_NAME, body + "\n")
+
+
+def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The manifest of the shard set in ``folder``, or None when there is none."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        {s["file"]: (s["rows"], s["sha256"]) for s in data["shards"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ContractError(f"{path}: unreadable shard manifest ({type(exc).__name__}: {exc})") from None
+    return data
+
+
+def resolve_shards(paths: Iterable[str], *, require_manifest: bool = False) -> list[str]:
+    """The shard files named by ``paths`` (files, folders or globs), checked against their manifests.
+
+    A folder stands for the shard set its manifest lists (a folder without one is refused: it
+    was never finished). Each shard file in a folder that has a manifest must be listed there
+    with the same sha256 (else it is a stale shard of an earlier run, or was changed since);
+    every shard the manifest lists must exist. With ``require_manifest`` a ``part-*`` file in a
+    folder without a manifest is refused too (candidate shards: only ``enumerate`` writes them).
+    """
+    import glob as _glob
+
+    files: list[str] = []
+    for entry in paths:
+        if os.path.isdir(entry):
+            manifest = read_manifest(entry)
+            if manifest is None:
+                raise ContractError(f"{entry}: no {MANIFEST_NAME}: the shard set is unfinished "
+                                    "(an interrupted run?) or not a shard folder")
+            files += [os.path.join(entry, s["file"]) for s in manifest["shards"]]
+        elif any(ch in entry for ch in "*?[") and not os.path.exists(entry):
+            matches = sorted(_glob.glob(entry))
+            if not matches:
+                raise FileNotFoundError(f"{entry}: matched no files")
+            files += matches
+        else:
+            files.append(entry)
+    by_folder: dict[str, list[str]] = {}
+    for f in files:
+        by_folder.setdefault(os.path.dirname(f) or ".", []).append(f)
+    for folder, members in by_folder.items():
+        manifest = read_manifest(folder)
+        if manifest is None:
+            unlisted = [f for f in members if Path(f).name.startswith("part-")]
+            if require_manifest and unlisted:
+                raise ContractError(f"{unlisted[0]}: no {MANIFEST_NAME} beside it: the shard set is unfinished "
+                                    "(an interrupted run?); run the stage again")
+            continue
+        listed = {s["file"]: s for s in manifest["shards"]}
+        for s in listed:
+            if not os.path.exists(os.path.join(folder, s)):
+                raise ContractError(f"{os.path.join(folder, s)}: listed in {MANIFEST_NAME} but missing")
+        for f in members:
+            entry = listed.get(Path(f).name)
+            if entry is None:
+                raise ContractError(f"{f}: not in {os.path.join(folder, MANIFEST_NAME)}: a stale shard of an earlier run")
+            if not os.path.exists(f):
+                raise FileNotFoundError(f"{f}: no such file")
+            if _file_sha256(f) != entry["sha256"]:
+                raise ContractError(f"{f}: differs from the shard recorded in {MANIFEST_NAME} (changed since, or stale)")
+    return files
 
 
 def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -481,4 +679,4 @@ def update_readme(path: str | os.PathLike[str]) -> None:
     p = Path(path)
     text = p.read_text()
     start, end = text.index(README_BEGIN) + len(README_BEGIN), text.index(README_END)
-    p.write_text(text[:start] + "\n" + markdown().strip() + "\n" + text[end:])
+    write_text(p, text[:start] + "\n" + markdown().strip() + "\n" + text[end:])

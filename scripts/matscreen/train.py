@@ -25,6 +25,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from matscreen import tables
+from matscreen.atomic import outputs_together, write_text
 from matscreen.config import ConfigError, semantic_check
 from matscreen.provenance import provenance
 
@@ -34,12 +35,20 @@ log = logging.getLogger(__name__)
 STRUCTURE_ONLY_PREFIX = "struct_"
 
 
+def target_columns() -> list[str]:
+    """Columns of the labels table a model can be trained on: numeric, not part of the key."""
+    return [c.name for c in tables.LABELS.columns
+            if c.dtype in ("float64", "float32", "int64", "int32") and c.name not in tables.LABELS.key]
+
+
 @semantic_check
 def _check_train(config: dict[str, Any]) -> None:
     train = config.get("train") or {}
     target = train.get("target")
-    if target is not None and target not in tables.LABELS.column_names:
-        raise ConfigError(f"config key 'train.target': {target!r} is not a column of the labels table")
+    if target is not None and target not in target_columns():
+        what = "is not a column of the labels table" if target not in tables.LABELS.column_names \
+            else "is not a numeric label column"
+        raise ConfigError(f"config key 'train.target': {target!r} {what} (choose one of {', '.join(target_columns())})")
 
 
 @dataclass
@@ -77,7 +86,16 @@ class Ensemble:
 
     @classmethod
     def load(cls, path: str | Path) -> Ensemble:
-        return cls.from_json(Path(path).read_text())
+        """Read ``model.json``; a missing, truncated or foreign file is a ValueError naming it."""
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise FileNotFoundError(f"{path}: cannot read the model ({exc.strerror or exc})") from None
+        try:
+            return cls.from_json(text)
+        except (ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
+            raise ValueError(f"{path}: not a matscreen model.json (truncated or from another tool?): "
+                             f"{type(exc).__name__}: {exc}") from None
 
 
 def lgbm_params(settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
@@ -100,13 +118,53 @@ def feature_columns(features: pd.DataFrame) -> list[str]:
     return [c for c in features.columns if c not in skip and not c.startswith(STRUCTURE_ONLY_PREFIX)]
 
 
-def training_frame(features: pd.DataFrame, labels: pd.DataFrame, target: str) -> pd.DataFrame:
+def training_frame(
+    features: pd.DataFrame, labels: pd.DataFrame, target: str,
+    features_name: str = "structure features", labels_name: str = "labels",
+) -> pd.DataFrame:
     """Join features and ok labels on ``structure_id``; rows without a target are dropped, and so are
-    competing phases (binaries computed for the hulls, not members of the screened families)."""
+    competing phases (binaries computed for the hulls, not members of the screened families).
+
+    Every ok label must have exactly one feature row (:func:`matscreen.tables.join_one_to_one`);
+    features of structures without an ok label (failed, not yet labeled) are simply not used.
+    Labels must not be absurd (:data:`matscreen.tables.MAX_ABS_LABEL`): the error names the file and the row.
+    """
     competing = labels["origin"].eq("competing") if "origin" in labels.columns else pd.Series(False, index=labels.index)
     ok = labels[(labels["status"] == "ok") & labels[target].notna() & ~competing][["structure_id", "formula", target]]
-    df = features.merge(ok, on="structure_id", how="inner")
+    values = ok[target].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (np.abs(values) > tables.MAX_ABS_LABEL)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise tables.ContractError(
+            f"{labels_name}: row {int(ok.index[i]) + 1} (structure_id {ok['structure_id'].iloc[i]}): "
+            f"{target} = {values[i]!r} is not a plausible label (|x| > {tables.MAX_ABS_LABEL:g} or not finite); "
+            f"{int(bad.sum())} such row(s)"
+        )
+    df = tables.join_one_to_one(ok, features, "structure_id", left_name=labels_name, right_name=features_name,
+                                complete="left")
     return df.sort_values("structure_id").reset_index(drop=True)
+
+
+def one_settings_hash(labels: pd.DataFrame, labels_path: str, wanted: str | None = None) -> pd.DataFrame:
+    """The labels of one label-settings hash: a structure labeled at two levels of theory is two rows.
+
+    One hash in the file: used as is. Several: the configured one (``wanted``, the hash of the
+    ``label:`` section) if the file has it, else a ValueError naming the file and the hashes
+    found, because mixing levels of theory in one model is never what was meant.
+    """
+    hashes = sorted(labels["settings_hash"].dropna().unique())
+    if len(hashes) <= 1:
+        return labels
+    if wanted in hashes:
+        keep = labels[labels["settings_hash"] == wanted]
+        log.warning("%s: labels of %d settings hashes; training on the configured one (%s, %d of %d rows)",
+                    labels_path, len(hashes), wanted, len(keep), len(labels))
+        return keep.reset_index(drop=True)
+    raise ValueError(
+        f"{labels_path}: labels of {len(hashes)} label settings (settings_hash {', '.join(hashes)}), none of them "
+        f"the configured one ({wanted}); train on the labels of one level of theory "
+        "(re-run gather/label with the current label: settings)"
+    )
 
 
 def fit_ensemble(X: pd.DataFrame, y: np.ndarray, settings: Mapping[str, Any], seed: int) -> list[lgb.Booster]:
@@ -175,11 +233,12 @@ def _metrics(fold: str, y: np.ndarray, p: np.ndarray, s: np.ndarray, n_train: in
 
 
 def train(
-    features: pd.DataFrame, labels: pd.DataFrame, settings: Mapping[str, Any], seed: int
+    features: pd.DataFrame, labels: pd.DataFrame, settings: Mapping[str, Any], seed: int,
+    names: Mapping[str, str] | None = None,
 ) -> tuple[Ensemble, pd.DataFrame, pd.DataFrame]:
     """Cross-validate, then fit the final ensemble on all labeled rows."""
     target = settings.get("target", "formation_energy_ev_per_atom")
-    data = training_frame(features, labels, target)
+    data = training_frame(features, labels, target, **(names or {}))
     feats = feature_columns(features)
     if len(data) < int(settings.get("min_labels", 4)):
         raise ValueError(
@@ -196,10 +255,17 @@ def run(
     features_path: str, labels_path: str, model_out: str, metrics_out: str, oof_out: str,
     settings: dict[str, Any], seed: int, config_hash: str = "",
     external_features_path: str | None = None, external_labels_path: str | None = None,
+    label_settings_hash: str | None = None,
 ) -> None:
-    """Train on the PySCF labels, plus the external labels (``train.external_labels``) if given."""
+    """Train on the PySCF labels, plus the external labels (``train.external_labels``) if given.
+
+    ``label_settings_hash`` (the hash of the configured ``label:`` section) picks the labels when
+    the file holds several levels of theory (:func:`one_settings_hash`). The three outputs are
+    written together or not at all: everything is checked first, and a failure removes them.
+    """
     features = tables.read_table(features_path, tables.STRUCTURE_FEATURES)
-    labels = tables.read_table(labels_path, tables.LABELS)
+    labels = one_settings_hash(tables.read_table(labels_path, tables.LABELS), labels_path, label_settings_hash)
+    names = {"features_name": str(features_path), "labels_name": str(labels_path)}
     if external_labels_path:
         from matscreen.external import as_labels
 
@@ -210,15 +276,16 @@ def run(
             raise ValueError(f"{external_features_path}: feature columns differ from {features_path}")
         features = pd.concat([features, ext_features], ignore_index=True)
         labels = pd.concat([labels, as_labels(ext, target)], ignore_index=True)
+        names = {"features_name": f"{features_path} + {external_features_path}",
+                 "labels_name": f"{labels_path} + {external_labels_path}"}
         log.info("adding %d external labels from %s", len(ext), external_labels_path)
-    ens, metrics, oof = train(features, labels, settings, seed)
-    prov = provenance("train", {**settings, "seed": seed}, config_hash)
-    Path(model_out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(model_out) + ".tmp")
-    tmp.write_text(ens.to_json())
-    tmp.replace(model_out)
-    tables.write_table(metrics, metrics_out, tables.CV_METRICS, prov)
-    tables.write_table(oof, oof_out, tables.OOF_PREDICTIONS, prov)
+    with outputs_together([model_out, metrics_out, oof_out]):
+        ens, metrics, oof = train(features, labels, settings, seed, names)
+        prov = provenance("train", {**settings, "seed": seed}, config_hash)
+        tables.check_frame(metrics, tables.CV_METRICS)  # every output valid before the first is written
+        tables.check_frame(oof, tables.OOF_PREDICTIONS)
+        write_text(model_out, ens.to_json())
+        tables.write_tables([(metrics, metrics_out, tables.CV_METRICS), (oof, oof_out, tables.OOF_PREDICTIONS)], prov)
     pooled = metrics[metrics["fold"] == "all"].set_index("metric")["value"]
     log.info("CV (pooled out-of-fold): MAE %.4f, RMSE %.4f, R2 %.3f, 1-sigma coverage %.2f",
              pooled["mae"], pooled["rmse"], pooled["r2"], pooled["coverage_1sigma"])

@@ -4,16 +4,17 @@ import sys
 from functools import lru_cache
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 sys.path.insert(0, os.path.join(workflow.basedir, "scripts"))
 
-from matscreen.config import ConfigError, check_semantics  # noqa: E402
+from matscreen.config import ConfigError, validate  # noqa: E402
 
-# A bad config fails here, before any job runs, naming the key.
-validate(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+# A bad config fails here, before any job runs, naming the key ("config key 'screen.kappa': ...").
+# matscreen's own validator, not snakemake.utils.validate: same schema, but its messages name the
+# key instead of a JSON-schema path, numbers must be finite and integers must be ints. It fills
+# the schema's defaults into Snakemake's ``config`` dict in place, then runs the semantic checks.
 try:
-    check_semantics(config)
+    validate(config)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
