@@ -18,7 +18,7 @@ def test_shipped_config_is_valid_and_complete():
     cfg = load_config()
     for section in ("ingest", "enumerate", "label", "featurize", "train", "screen", "report"):
         assert section in cfg
-    assert cfg["train"]["target"] == "formation_energy_ev_per_atom"
+    assert cfg["train"]["target"] == "e_above_hull_ev_per_atom"
 
 
 def test_defaults_filled_from_schema():

@@ -113,7 +113,7 @@ def test_volume_scan_with_too_few_converged_points_fails_with_reason(monkeypatch
 
 def test_relax_is_part_of_the_settings_hash_and_competing_is_not() -> None:
     base = label.settings_hash({})
-    assert label.settings_hash({"relax": "none"}) != base
+    assert label.settings_hash({"relax": "volume"}) != base
     assert label.settings_hash({"volume_scan": {"points": 7}}) != base
     assert label.settings_hash({"competing": {"max_polymorphs": 1, "files": ["x.cif"]}}) == base
 
@@ -245,3 +245,31 @@ def test_gather_writes_hull_columns_and_origin(tmp_path) -> None:
     assert got.loc["s-sto", "origin"] == "candidate" and got.loc["s-rut", "prototype"] == "rutile"
     assert got.loc["s-sto", "decomposition_energy_ev_per_atom"] == pytest.approx(-0.6)
     assert bool(got.loc["s-sto", "is_stable"]) and got.loc["s-ana", "e_above_hull_ev_per_atom"] > 0
+
+
+# --- a diversity-aware sample for reference labels --------------------------------------------
+
+
+def test_per_family_sample_is_seeded_stratified_and_capped() -> None:
+    from matscreen import targets
+    from matscreen.enumerate import enumerate_candidates
+
+    cands, _ = enumerate_candidates({
+        "families": ["perovskite", "spinel"], "cations": ["Li", "Na", "K", "Mg", "Ca", "Sr", "Ba", "Al", "Ti", "Zn", "Ga"],
+        "sites": {"perovskite": {"X": ["O", "F", "Cl"]}, "spinel": {"X": ["O", "S"]}},
+    })
+    select = {"per_family": {"perovskite": 9, "spinel": 6}, "max_per_system": 1}
+    label_settings = label.resolve_settings({})
+    a = targets.from_candidates(cands, select, label_settings, seed=3)
+    b = targets.from_candidates(cands, select, label_settings, seed=3)
+    assert a["structure_id"].tolist() == b["structure_id"].tolist()  # seeded
+    assert a["family"].value_counts().to_dict() == {"perovskite": 9, "spinel": 6}
+    anions = a[a["family"] == "perovskite"]["X_species"].str.extract(r"^([A-Z][a-z]?)")[0]
+    assert set(anions) == {"O", "F", "Cl"}  # strata interleaved: every anion of the pool is in the sample
+    spinels = cands.set_index("candidate_id").loc[a.loc[a["family"] == "spinel", "candidate_id"]]
+    assert set(spinels["arrangement"]) == {"normal", "inverse"}
+    systems = [frozenset(Composition(f).as_dict()) for f in a["formula"]]
+    assert len(systems) == len(set(systems))  # max_per_system: 1
+    # the plain path (no per_family) draws the same way as before: candidates from families
+    plain = targets.from_candidates(cands, {"candidates": 4, "families": ["perovskite"]}, label_settings, seed=3)
+    assert len(plain) == 4 and set(plain["family"]) == {"perovskite"}

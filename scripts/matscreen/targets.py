@@ -59,29 +59,46 @@ def _elements(row: Mapping[str, Any]) -> set[str]:
     return {ion.element for s in SITE_LABELS if isinstance(row.get(f"{s}_species"), str) for ion in parse_occupancy(row[f"{s}_species"])}
 
 
-def from_candidates(
-    candidates: pd.DataFrame, select: Mapping[str, Any], label_settings: Mapping[str, Any], seed: int
-) -> pd.DataFrame:
-    """A seeded random choice of ``candidates`` candidates, built as prototype structures."""
+def _stratum(rec: Mapping[str, Any]) -> tuple[str, str]:
+    """Candidates are interleaved over (anion, spinel arrangement) strata, so that a small sample
+    spans oxides and halides, normal and inverse spinels, instead of following the pool's mix."""
+    from matscreen.families import parse_occupancy
+
+    x = rec.get("X_species")
+    anion = parse_occupancy(x)[0].element if isinstance(x, str) else ""
+    return anion, str(rec.get("arrangement") or "")
+
+
+def _choose(pool: pd.DataFrame, n: int, select: Mapping[str, Any], label_settings: Mapping[str, Any], seed: int,
+            *, stratify: bool, what: str) -> list[dict[str, Any]]:
+    """Up to ``n`` prototype rows from ``pool`` in seeded random order: one per reduced formula, at
+    most ``select.max_per_system`` per set of elements, elements in ``select.elements`` and computable."""
     from matscreen.prototypes import build_prototype
 
-    n = int(select.get("candidates", 0))
-    if n == 0 or candidates.empty:
-        return tables.empty_frame(tables.LABEL_TARGETS)
-    pool = candidates[candidates["family"].isin(select.get("families") or [])]
     allowed = select.get("elements")
-    elements = pool.apply(lambda r: _elements(r), axis=1) if len(pool) else pd.Series([], dtype=object)
-    ok = elements.map(lambda els: (allowed is None or els <= set(allowed)))
-    pool = pool[ok.to_numpy(dtype=bool)] if len(pool) else pool
+    cap = select.get("max_per_system")
+    if n <= 0 or pool.empty:
+        return []
+    elements = pool.apply(lambda r: _elements(r), axis=1)
+    pool = pool[elements.map(lambda els: allowed is None or els <= set(allowed)).to_numpy(dtype=bool)]
     pool = pool.sort_values("candidate_id").reset_index(drop=True)
-    order = np.random.default_rng(seed).permutation(len(pool))
-    rows, seen = [], set()
+    order = [int(i) for i in np.random.default_rng(seed).permutation(len(pool))]
+    if stratify and order:
+        strata: dict[tuple[str, str], list[int]] = {}
+        for i in order:
+            strata.setdefault(_stratum(pool.iloc[i]), []).append(i)
+        queues = list(strata.values())  # in order of first appearance: seeded too
+        order = [q[k] for k in range(max(map(len, queues))) for q in queues if k < len(q)]
+    rows, seen, per_system = [], set(), {}
     for i in order:
-        rec = pool.iloc[int(i)].to_dict()
+        rec = pool.iloc[i].to_dict()
         reduced = Composition(rec["formula"]).reduced_formula
         if reduced in seen:  # one polymorph/arrangement per composition keeps the labels diverse
             continue
-        if _unsupported(sorted(_elements(rec)), label_settings):
+        system = frozenset(_elements(rec))
+        if cap is not None and per_system.get(system, 0) >= int(cap):
+            continue
+        if _unsupported(sorted(system), label_settings):
             continue
         s = build_prototype(rec)
         rows.append({
@@ -90,10 +107,33 @@ def from_candidates(
             **{c: rec.get(c) for c in _SITE_COLS}, "structure": s.to_json(),
         })
         seen.add(reduced)
+        per_system[system] = per_system.get(system, 0) + 1
         if len(rows) == n:
             break
     if len(rows) < n:
-        log.warning("only %d candidates could be chosen for labels (label.select.candidates = %d)", len(rows), n)
+        log.warning("only %d candidates could be chosen for labels (%s = %d)", len(rows), what, n)
+    return rows
+
+
+def from_candidates(
+    candidates: pd.DataFrame, select: Mapping[str, Any], label_settings: Mapping[str, Any], seed: int
+) -> pd.DataFrame:
+    """A seeded random choice of candidates, built as prototype structures.
+
+    ``select.per_family`` (family -> count) draws each family's sample on its own, interleaved
+    over anion and spinel-arrangement strata (a diversity-aware sample for reference sets);
+    otherwise ``select.candidates`` are drawn from the pool of ``select.families`` as a whole.
+    """
+    per_family = select.get("per_family")
+    if per_family:
+        rows = []
+        for k, (family, n) in enumerate(sorted(per_family.items())):
+            rows += _choose(candidates[candidates["family"] == family], int(n), select, label_settings, seed + k,
+                            stratify=True, what=f"label.select.per_family.{family}")
+    else:
+        pool = candidates[candidates["family"].isin(select.get("families") or [])]
+        rows = _choose(pool, int(select.get("candidates", 0)), select, label_settings, seed, stratify=False,
+                       what="label.select.candidates")
     return tables.conform(pd.DataFrame(rows), tables.LABEL_TARGETS) if rows else tables.empty_frame(tables.LABEL_TARGETS)
 
 
