@@ -467,19 +467,22 @@ class _Compositions:
 
 
 def _structures(df: pd.DataFrame, errors: _Errors) -> tuple[list[Any], np.ndarray]:
-    from pymatgen.core import Structure
+    from matscreen.structjson import UnsafeStructureJSON, structure_from_json
 
     objs: list[Any] = [None] * len(df)
     if "structure" not in df.columns:
         return objs, np.zeros(0, dtype=np.int64)
     texts = df["structure"].to_numpy(dtype=object)
+    ids = df["structure_id"].to_numpy(dtype=object) if "structure_id" in df.columns else [None] * len(df)
     rows = []
     for i, t in enumerate(texts):
         if _is_null(t):
             continue
         try:
-            objs[i] = Structure.from_dict(json.loads(t))
+            objs[i] = structure_from_json(t, f"structure of row {i}" + (f" ({ids[i]})" if ids[i] is not None else ""))
             rows.append(i)
+        except UnsafeStructureJSON:
+            raise  # a table that names code to import is not a per-row error: stop
         except Exception as exc:  # noqa: BLE001
             errors.add(i, f"structure JSON: {_short(exc)}")
     return objs, np.array(rows, dtype=np.int64)
@@ -611,8 +614,13 @@ def run(input_paths: list[str], output_path: str, id_column: str, settings: dict
     table = _table_for(id_column)
     want_structure = structure_features_on(s)
     df = _read_inputs(list(input_paths), id_column, want_structure)
+    from matscreen.structjson import UnsafeStructureJSON
+
     t0 = time.monotonic()
-    feats = featurize_frame(df, id_column, s)
+    try:
+        feats = featurize_frame(df, id_column, s)
+    except UnsafeStructureJSON as exc:
+        raise UnsafeStructureJSON(f"{', '.join(map(str, input_paths))}: {exc}") from None
     log.info("featurized %d rows x %d features in %.1f s", len(feats), feats.shape[1] - 2, time.monotonic() - t0)
     prov = provenance(STAGE, s, config_hash)
     prov["feature_set_hash"] = feature_set_hash(s)

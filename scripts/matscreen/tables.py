@@ -130,7 +130,7 @@ REJECTS = Table(
     columns=(
         Column("source", "string", "path of the input file as given", nullable=False),
         Column("block", "string", "CIF data block name or ''", nullable=False),
-        Column("reason", "string", "short code: not_found, unreadable, too_big, empty, not_text, unknown_format, parse_error, no_structure, symmetry_fallback, bad_occupancy, overlapping_sites, too_large, disordered, not_charge_balanced, timeout, internal_error", nullable=False),
+        Column("reason", "string", "short code: not_found, unreadable, too_big, empty, not_text, unknown_format, parse_error, no_structure, symmetry_fallback, bad_occupancy, overlapping_sites, too_large, disordered, not_charge_balanced, unsafe_json, timeout, internal_error", nullable=False),
         Column("detail", "string", "the message", nullable=False),
     ),
 )
