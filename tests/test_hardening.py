@@ -184,3 +184,112 @@ def test_targets_and_dedupe_refuse_a_structure_column_naming_a_module(evil: tupl
     with pytest.raises(ValueError, match=name):
         ingest.mark_duplicates(good, ingest.resolve_settings({}), existing=df)
     _assert_not_imported(evil)
+
+
+# --- 12: folds never split a composition, however its rows are ordered or its formula written ----
+
+#: one composition per entry, written three ways (the reduced formula is the group)
+SPELLINGS = [("SrTiO3", "Sr2Ti2O6", "Ti1Sr1O3"), ("BaTiO3", "Ba3Ti3O9", "O3TiBa"), ("CaTiO3", "Ca2Ti2O6", "TiCaO3"),
+             ("MgAl2O4", "Mg2Al4O8", "Al2MgO4"), ("LaAlO3", "La2Al2O6", "AlLaO3"), ("KNbO3", "K2Nb2O6", "NbKO3"),
+             ("NaCl", "Na2Cl2", "ClNa"), ("ZnFe2O4", "Zn2Fe4O8", "Fe2ZnO4")]
+
+
+def _interleaved(n_per_spelling: int = 2, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """Rows cycle through the compositions (row i is composition i % 8) and their spellings."""
+    rng = np.random.default_rng(seed)
+    formulas = []
+    for rep in range(3 * n_per_spelling):
+        for spellings in SPELLINGS:
+            formulas.append(spellings[rep % 3])
+    n = len(formulas)
+    x = rng.normal(size=(n, 2))
+    data = pd.DataFrame({"structure_id": [f"s-{i:04d}" for i in range(n)], "formula": formulas,
+                         "f0": x[:, 0], "f1": x[:, 1], "y": x[:, 0] + 0.1 * rng.normal(size=n)})
+    return data, formulas
+
+
+def _split_compositions(folds: np.ndarray, formulas: list[str]) -> list[str]:
+    """Reduced formulas whose rows sit in more than one fold."""
+    from pymatgen.core import Composition
+
+    red = pd.Series([Composition(f).reduced_formula for f in formulas])
+    n = pd.Series(np.asarray(folds)).groupby(red).nunique()
+    return sorted(n[n > 1].index)
+
+
+def test_fixture_would_catch_positional_and_raw_formula_folds() -> None:
+    """The check below is only worth something if the two classic mistakes fail it on these rows."""
+    _, formulas = _interleaved()
+    n = len(formulas)
+    by_position = np.repeat(np.arange(5), int(np.ceil(n / 5)))[:n]  # KFold(5, shuffle=False)
+    assert _split_compositions(by_position, formulas), "unshuffled k-fold would pass this fixture"
+    raw = sorted(set(formulas))
+    rng = np.random.default_rng(1)
+    fold_of_raw = dict(zip(rng.permutation(raw), np.arange(len(raw)) % 5))
+    assert _split_compositions(np.array([fold_of_raw[f] for f in formulas]), formulas), \
+        "grouping by the raw formula string would pass this fixture"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cross_validation_never_splits_a_reduced_formula(seed: int) -> None:
+    from matscreen import train
+
+    data, formulas = _interleaved(seed=seed)
+    settings = {"cv_folds": 5, "ensemble_size": 1, "num_boost_round": 3,
+                "lightgbm": {"num_leaves": 4, "min_data_in_leaf": 2, "min_data_in_bin": 1}}
+    metrics, oof = train.cross_validate(data, ["f0", "f1"], "y", settings, seed)
+    assert list(oof["structure_id"]) == list(data["structure_id"])
+    folds = oof["fold"].to_numpy()
+    assert _split_compositions(folds, formulas) == [], "a composition has rows in two folds"
+    assert sorted(set(folds)) == list(range(5)), "every fold holds out something"
+    assert oof["y_pred"].notna().all(), "every row is predicted out of fold"
+
+
+# --- 14: structure_id is a function of the whole cell, lattice included ---------------------------
+
+
+def _cell(lattice: Lattice, shuffle: int | None = None) -> Structure:
+    species = ["Sr", "Ti", "O", "O", "O"]
+    coords = [[0.5, 0.5, 0.5], [0, 0, 0], [0, 0, 0.5], [0, 0.5, 0], [0.5, 0, 0]]
+    order = list(range(5))
+    if shuffle is not None:
+        order = list(np.random.default_rng(shuffle).permutation(5))
+    return Structure(lattice, [species[i] for i in order], [coords[i] for i in order])
+
+
+def test_structure_id_changes_with_the_lattice_only() -> None:
+    from matscreen.ids import structure_id
+
+    base = structure_id(_cell(Lattice.cubic(3.905)))
+    assert structure_id(_cell(Lattice.cubic(3.905))) == base, "the same structure, built twice"
+    assert structure_id(Structure.from_dict(_cell(Lattice.cubic(3.905)).as_dict())) == base
+    others = {
+        "larger volume": Lattice.cubic(4.10),
+        "slightly larger": Lattice.cubic(3.915),
+        "tetragonal": Lattice.tetragonal(3.905, 4.2),
+        "orthorhombic": Lattice.orthorhombic(3.905, 3.95, 3.905),
+        "monoclinic (one angle)": Lattice.monoclinic(3.905, 3.905, 3.905, 95.0),
+        "rhombohedral (all angles)": Lattice.rhombohedral(3.905, 89.0),
+    }
+    ids = {name: structure_id(_cell(lat)) for name, lat in others.items()}
+    for name, sid in ids.items():
+        assert sid != base, f"same fractional coordinates in a {name} cell got the same structure_id"
+    assert len(set(ids.values())) == len(ids), "different cells share an id"
+
+
+def test_structure_id_ignores_site_order_periodic_images_and_noise() -> None:
+    """ids.py documents the id as independent of site order and floating-point noise."""
+    from matscreen.ids import structure_id
+
+    lat = Lattice.cubic(3.905)
+    base = structure_id(_cell(lat))
+    for seed in range(3):
+        assert structure_id(_cell(lat, shuffle=seed)) == base, "site order changed the id"
+    shifted = _cell(lat)
+    moved = Structure(lat, shifted.species, [c + np.array([1, -1, 0]) for c in shifted.frac_coords],
+                      coords_are_cartesian=False, to_unit_cell=False)
+    assert structure_id(moved) == base, "a periodic image changed the id"
+    noisy = Structure(Lattice.cubic(3.905 + 1e-7), shifted.species, shifted.frac_coords + 1e-9)
+    assert structure_id(noisy) == base, "floating-point noise changed the id"
+    swapped = Structure(lat, ["Ba", "Ti", "O", "O", "O"], shifted.frac_coords)
+    assert structure_id(swapped) != base, "another species at the same place got the same id"

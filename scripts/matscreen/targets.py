@@ -20,8 +20,8 @@ from pymatgen.core import Composition
 from matscreen import tables
 from matscreen.families import SITE_LABELS
 from matscreen.ids import structure_id
-from matscreen.structjson import structure_from_json
 from matscreen.provenance import provenance
+from matscreen.structjson import structure_from_json
 
 log = logging.getLogger(__name__)
 
