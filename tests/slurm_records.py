@@ -22,6 +22,7 @@ _TIMESTAMP = r"\[[^\]]+\]"
 _JOB = re.compile(r"^(?P<indent>\s*)(?P<local>local)?(?:rule|checkpoint) (?P<rule>[A-Za-z_][\w]*):\s*$")
 _ITEM = re.compile(r"^\s+(?P<key>jobid|output): ?(?P<value>.*)$")
 _GROUP = re.compile(rf"^(?:{_TIMESTAMP} )?Group job (?P<group>\S+) \(jobs in lexicogr\. order\):")
+_GROUP_END = re.compile(r"^(?:\[|(?:local)?(?:rule|checkpoint) |Select jobs|Execute |Job |Finished|\d+ of \d+ steps)")
 _FINISHED = re.compile(r"Finished jobid: (?P<job>\S+) \(Rule: (?P<rule>[\w]+)\)")
 _SUBMIT = re.compile(r"Job (?P<job>\S+) has been submitted with SLURM jobid (?P<slurm>\S+) \(log: (?P<log>.+?)\)\.?\s*$")
 
@@ -77,8 +78,8 @@ def parse_snakemake_log(text: str) -> RunRecord:
         if m := _GROUP.match(line):
             group, current = m["group"], None
             continue
-        if line and not line[0].isspace():
-            group = None  # a top-level line ends a group's listing
+        if _GROUP_END.match(line):
+            group = None  # a top-level event ends a group's listing ("Shell command: ..." lines do not)
         if m := _JOB.match(line):
             in_group = group if m["indent"] else None
             current = Job(m["rule"], "", bool(m["local"]), in_group)
