@@ -105,7 +105,8 @@ def _matminer_reference(df: pd.DataFrame) -> tuple[list[str], np.ndarray, list]:
 def test_fast_path_equals_matminer_featurize_dataframe() -> None:
     df = random_rows(2400, seed=1, n_other=24)
     assert (df.filter(like="_species").notna().sum(axis=1) >= 3).sum() == 2400
-    values, errors = featurize.feature_values(df, ALL_COMPOSITION)
+    fast_rows: dict[str, np.ndarray] = {}
+    values, errors = featurize.feature_values(df, ALL_COMPOSITION, fast_rows=fast_rows)
     labels, ref, comps = _matminer_reference(df)
     # same columns in the same order, names mapped one to one onto matminer's labels
     name_map = featurize.feature_name_map(ALL_COMPOSITION)
@@ -114,6 +115,16 @@ def test_fast_path_equals_matminer_featurize_dataframe() -> None:
     # the sample reaches the numpy summation regime of 8+ elements and same-element mixed valence
     n_el = np.array([len(c.element_composition) for c in comps])
     assert n_el.max() >= 10 and (n_el >= 8).sum() > 50
+    # ... and what is compared is the fast path, not matminer falling back for it: every family row
+    # (all carry oxidation states), 8+ elements included, came from the fast path in every feature set;
+    # formula rows (no oxidation states) stay on matminer only where the fast path declines them by design
+    assert set(fast_rows) == {"element_property:magpie", "stoichiometry", "valence_orbital", "ion_property", "oxidation_states"}
+    for key, done in fast_rows.items():
+        slow = np.flatnonzero(~done[:2400])
+        assert len(slow) == 0, f"{key}: {len(slow)} family rows fell back to matminer, e.g. {comps[slow[0]]}"
+        assert done[:2400][n_el[:2400] >= 8].all()
+        if key not in ("ion_property", "oxidation_states"):
+            assert done[2400:].all(), f"{key}: formula rows fell back to matminer"
     np.testing.assert_array_equal(np.isnan(values), np.isnan(ref))
     np.testing.assert_allclose(values, ref, rtol=1e-9, atol=0, equal_nan=True)
     # only OxidationStates fails, and only for formula rows (no oxidation states)

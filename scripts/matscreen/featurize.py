@@ -467,26 +467,33 @@ class _Compositions:
 
 
 def _structures(df: pd.DataFrame, errors: _Errors) -> tuple[list[Any], np.ndarray]:
-    from pymatgen.core import Structure
+    from matscreen.structjson import UnsafeStructureJSON, structure_from_json
 
     objs: list[Any] = [None] * len(df)
     if "structure" not in df.columns:
         return objs, np.zeros(0, dtype=np.int64)
     texts = df["structure"].to_numpy(dtype=object)
+    ids = df["structure_id"].to_numpy(dtype=object) if "structure_id" in df.columns else [None] * len(df)
     rows = []
     for i, t in enumerate(texts):
         if _is_null(t):
             continue
         try:
-            objs[i] = Structure.from_dict(json.loads(t))
+            objs[i] = structure_from_json(t, f"structure of row {i}" + (f" ({ids[i]})" if ids[i] is not None else ""))
             rows.append(i)
+        except UnsafeStructureJSON:
+            raise  # a table that names code to import is not a per-row error: stop
         except Exception as exc:  # noqa: BLE001
             errors.add(i, f"structure JSON: {_short(exc)}")
     return objs, np.array(rows, dtype=np.int64)
 
 
-def _featurize_block(df: pd.DataFrame, sets: Sequence[FeatureSet], s: dict[str, Any], out: np.ndarray) -> np.ndarray:
-    """Fill ``out`` (len(df), n_features) for one block; returns the error column."""
+def _featurize_block(df: pd.DataFrame, sets: Sequence[FeatureSet], s: dict[str, Any], out: np.ndarray,
+                     fast_rows: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Fill ``out`` (len(df), n_features) for one block; returns the error column.
+
+    ``fast_rows`` (optional, filled in): per composition feature set, which rows the fast path produced.
+    """
     n = len(df)
     errors = _Errors(n)
     need_comp = any(fs.kind == "composition" for fs in sets)
@@ -505,13 +512,17 @@ def _featurize_block(df: pd.DataFrame, sets: Sequence[FeatureSet], s: dict[str, 
         if fs.kind == "composition":
             assert block is not None
             todo = np.flatnonzero(block.valid)
+            fast_done = np.zeros(n, dtype=bool)
             if s["fast_path"] and fs.fast is not None:
                 try:
                     vals, handled = fs.fast(block)
                     view[:] = vals
-                    todo = np.flatnonzero(block.valid & ~handled)
+                    fast_done = block.valid & np.asarray(handled, dtype=bool)
+                    todo = np.flatnonzero(block.valid & ~fast_done)
                 except Exception as exc:  # noqa: BLE001 - fall back to the reference for this block
                     log.warning("%s: fast path failed on a block (%s); using matminer", fs.key, _short(exc))
+            if fast_rows is not None:
+                fast_rows[fs.key] = fast_done
             _run_matminer(fs, comps, todo, view, errors, s["progress_every_s"])
         elif fs.kind == "site":
             species = {
@@ -532,12 +543,15 @@ def _featurize_block(df: pd.DataFrame, sets: Sequence[FeatureSet], s: dict[str, 
 
 
 def feature_values(
-    df: pd.DataFrame, settings: dict[str, Any], dtype: type = np.float64
+    df: pd.DataFrame, settings: dict[str, Any], dtype: type = np.float64,
+    fast_rows: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Feature matrix (len(df), len(feature_names)) in ``dtype`` and the error column (object).
 
     :func:`featurize_frame` is this plus the id column, in float32; the float64 matrix is what
-    the tests compare with matminer.
+    the tests compare with matminer. Pass a dict as ``fast_rows`` to learn, per composition
+    feature set (key ``FeatureSet.key``), which rows the fast path produced (a bool array): the
+    others fell back to matminer (rows the fast path does not handle, or a block where it raised).
     """
     s = resolve_settings(settings)
     if "family" not in df.columns:
@@ -548,12 +562,19 @@ def feature_values(
     values = np.empty((n, len(names)), dtype=dtype)
     errors = np.full(n, None, dtype=object)
     step = int(s["block_rows"])
+    if fast_rows is not None:
+        fast_rows.clear()
+        fast_rows.update({fs.key: np.zeros(n, dtype=bool) for fs in sets if fs.kind == "composition"})
     t0 = last = time.monotonic()
     for start in range(0, n, step):
         stop = min(start + step, n)
         block_out = np.empty((stop - start, len(names)))
-        errors[start:stop] = _featurize_block(df.iloc[start:stop], sets, s, block_out)
+        block_fast: dict[str, np.ndarray] | None = {} if fast_rows is not None else None
+        errors[start:stop] = _featurize_block(df.iloc[start:stop], sets, s, block_out, block_fast)
         values[start:stop] = block_out
+        if fast_rows is not None and block_fast is not None:
+            for key, done in block_fast.items():
+                fast_rows[key][start:stop] = done
         now = time.monotonic()
         if now - last >= s["progress_every_s"] or stop == n:
             last = now
@@ -611,8 +632,13 @@ def run(input_paths: list[str], output_path: str, id_column: str, settings: dict
     table = _table_for(id_column)
     want_structure = structure_features_on(s)
     df = _read_inputs(list(input_paths), id_column, want_structure)
+    from matscreen.structjson import UnsafeStructureJSON
+
     t0 = time.monotonic()
-    feats = featurize_frame(df, id_column, s)
+    try:
+        feats = featurize_frame(df, id_column, s)
+    except UnsafeStructureJSON as exc:
+        raise UnsafeStructureJSON(f"{', '.join(map(str, input_paths))}: {exc}") from None
     log.info("featurized %d rows x %d features in %.1f s", len(feats), feats.shape[1] - 2, time.monotonic() - t0)
     prov = provenance(STAGE, s, config_hash)
     prov["feature_set_hash"] = feature_set_hash(s)

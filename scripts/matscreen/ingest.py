@@ -13,7 +13,8 @@ content), ``unknown_format`` (extension not CIF/POSCAR/JSON), ``parse_error``, `
 ``symmetry_fallback`` (pymatgen could not use the CIF's symmetry and silently returned the
 asymmetric unit), ``bad_occupancy`` (site occupancy above 1 or not positive), ``overlapping_sites``,
 ``too_large``, ``disordered`` (partial occupancy, with ``ingest.disordered: reject``),
-``not_charge_balanced``, ``timeout`` and ``internal_error``.
+``not_charge_balanced``, ``unsafe_json`` (a pymatgen JSON that names a Python module to import,
+see :mod:`matscreen.structjson`), ``timeout`` and ``internal_error``.
 
 Family and site roles come from :func:`matscreen.recognize.recognize` (topology, confirmed by
 StructureMatcher against the family prototype). Duplicates are found with pymatgen's
@@ -58,6 +59,7 @@ from matscreen.families import OTHER, SITE_LABELS, get_family, parse_occupancy
 from matscreen.ids import structure_id
 from matscreen.provenance import provenance, stable_hash
 from matscreen.recognize import Recognition, recognize
+from matscreen.structjson import NotAStructure, UnsafeStructureJSON, structure_from_json
 
 log = logging.getLogger(__name__)
 
@@ -289,18 +291,12 @@ def _structures_from_json(text: str) -> list[tuple[str, Structure]]:
     out = []
     for i, d in enumerate(items):
         block = "" if not isinstance(obj, list) else str(i)
-        cls = d.get("@class") if isinstance(d, dict) else None
         try:
-            if cls == "TransformedStructure":
-                from pymatgen.alchemy.materials import TransformedStructure
-
-                s = TransformedStructure.from_dict(d).final_structure
-            elif cls in ("Structure", "IStructure") or (isinstance(d, dict) and "lattice" in d and "sites" in d):
-                s = Structure.from_dict(d)
-            else:
-                raise _Reject("no_structure", f"JSON item {i} is not a pymatgen Structure or TransformedStructure (@class={cls!r})")
-        except _Reject:
-            raise
+            s = structure_from_json(d, f"JSON item {i}", transformed=True)
+        except UnsafeStructureJSON as exc:
+            raise _Reject("unsafe_json", str(exc)) from None
+        except NotAStructure as exc:
+            raise _Reject("no_structure", f"{exc} (expected a pymatgen Structure or TransformedStructure)") from None
         except (IngestTimeout, MemoryError):
             raise
         except Exception as exc:
@@ -697,12 +693,14 @@ def mark_duplicates(structures: pd.DataFrame, settings: dict[str, Any], existing
         keep = existing[existing["duplicate_of"].isna()] if "duplicate_of" in existing else existing
         for sid, formula, sg, js in zip(keep["structure_id"], keep["reduced_formula"], keep["spacegroup_number"], keep["structure"], strict=True):
             try:
-                originals.setdefault(_bucket(formula, sg, same_sg), []).append((sid, Structure.from_dict(json.loads(js))))
+                originals.setdefault(_bucket(formula, sg, same_sg), []).append((sid, structure_from_json(js, f"existing structures table, structure {sid}")))
+            except UnsafeStructureJSON:
+                raise
             except Exception as exc:
                 log.warning("existing structure %s could not be read back (%s); not used for de-duplication", sid, exc)
     dup_of: list[str | None] = []
     for sid, formula, sg, js in zip(out["structure_id"], out["reduced_formula"], out["spacegroup_number"], out["structure"], strict=True):
-        s = Structure.from_dict(json.loads(js))
+        s = structure_from_json(js, f"structure {sid}")
         found = None
         key = _bucket(formula, sg, same_sg)
         for osid, other in originals.get(key, ()):

@@ -14,7 +14,6 @@ Snakemake rules call.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
@@ -33,6 +32,7 @@ from pymatgen.core import Structure
 from matscreen import tables
 from matscreen.config import ConfigError, resolve_section, semantic_check
 from matscreen.provenance import provenance, stable_hash
+from matscreen.structjson import UnsafeStructureJSON, structure_from_json
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,9 @@ def _read_target(targets_path: str, structure_id: str) -> Structure:
     if df.empty:
         raise KeyError(f"{targets_path}: no row with structure_id {structure_id!r}")
     try:
-        return Structure.from_dict(json.loads(df["structure"].iloc[0]))
+        return structure_from_json(df["structure"].iloc[0], f"{targets_path}: structure of {structure_id!r}")
+    except UnsafeStructureJSON:
+        raise
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{targets_path}: structure of {structure_id!r} is not a pymatgen Structure JSON ({exc})") from exc
 
@@ -529,12 +531,23 @@ def read_structures(inputs: Iterable[str]) -> list[tuple[str, Structure]]:
             if "structure" not in df.columns:
                 raise ValueError(f"{path}: no 'structure' column (expected a structures or label-targets table)")
             for i, r in df.iterrows():
-                st = Structure.from_dict(json.loads(r["structure"]))
+                st = structure_from_json(r["structure"], f"{path}: row {i} structure")
                 sid = r["structure_id"] if "structure_id" in df.columns and isinstance(r["structure_id"], str) else make_id(st)
                 out.append((sid, st))
         else:
             try:
-                st = Structure.from_file(path)
+                name = Path(path).name.lower()
+                if ".json" in name or ".mson" in name:  # pymatgen's own JSON reader would decode @module
+                    from monty.io import zopen
+
+                    with zopen(path, "rt") as fh:
+                        st = structure_from_json(fh.read(), str(path))
+                elif ".yaml" in name or ".yml" in name:
+                    raise ValueError("YAML structure files are not read (they can name Python objects to build); use CIF, POSCAR or JSON")
+                else:
+                    st = Structure.from_file(path)
+            except UnsafeStructureJSON:
+                raise
             except Exception as exc:
                 raise ValueError(f"{path}: pymatgen cannot read a structure ({type(exc).__name__}: {exc})") from exc
             out.append((make_id(st), st))

@@ -148,7 +148,7 @@ REJECTS = Table(
     columns=(
         Column("source", "string", "path of the input file as given", nullable=False),
         Column("block", "string", "CIF data block name or ''", nullable=False),
-        Column("reason", "string", "short code: not_found, unreadable, too_big, empty, not_text, unknown_format, parse_error, no_structure, symmetry_fallback, bad_occupancy, overlapping_sites, too_large, disordered, not_charge_balanced, timeout, internal_error", nullable=False),
+        Column("reason", "string", "short code: not_found, unreadable, too_big, empty, not_text, unknown_format, parse_error, no_structure, symmetry_fallback, bad_occupancy, overlapping_sites, too_large, disordered, not_charge_balanced, unsafe_json, timeout, internal_error", nullable=False),
         Column("detail", "string", "the message", nullable=False),
     ),
 )
@@ -428,7 +428,7 @@ def _prepare(df: pd.DataFrame, table: Table, provenance: Mapping[str, Any] | Non
 
 def _write_arrow(arrow: pa.Table, path: str | os.PathLike[str]) -> Path:
     with atomic_path(path) as tmp:
-        pq.write_table(arrow, tmp, compression="zstd")
+        pq.write_table(arrow, tmp, compression="zstd", write_page_checksum=True)
     return Path(path)
 
 
@@ -449,13 +449,26 @@ def write_tables(
         return [_write_arrow(arrow, path) for arrow, path in prepared]
 
 
+def _check_types(schema: pa.Schema, table: Table, where: str) -> None:
+    """Columns stored with another type than the contract's (a file not written by :func:`write_table`)."""
+    for f in schema:
+        want = _ARROW_TYPES[table.column(f.name).dtype] if f.name in table.column_names else (
+            _ARROW_TYPES[table.extra_dtype] if table.extra_dtype else None)
+        if want is not None and f.type != want and not (f.type == pa.null() and (f.name not in table.column_names or table.column(f.name).nullable)):
+            raise ContractError(f"{table.name} ({where}): column {f.name!r} is stored as {f.type}, the contract says {want}")
+
+
 def read_table(path: str | os.PathLike[str], table: Table, columns: list[str] | None = None) -> pd.DataFrame:
     """Read a Parquet file and check it against ``table`` (a clear error names the file)."""
     try:
-        arrow = pq.read_table(path, columns=columns)
-    except Exception as exc:  # pyarrow raises several types for corrupt files
+        # page checksums (written by write_table) catch flipped bytes in the data pages
+        arrow = pq.read_table(path, columns=columns, page_checksum_verification=True)
+        _check_types(arrow.schema, table, str(path))
+        df = arrow.to_pandas()
+    except ContractError:
+        raise
+    except Exception as exc:  # pyarrow raises several types for corrupt files (also when converting)
         raise ContractError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
-    df = arrow.to_pandas()
     if columns is None:
         try:
             check_frame(df, table, where=str(path))

@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pymatgen.core import Composition, Structure
+from pymatgen.core import Composition
 
 from matscreen import tables
 from matscreen.families import SITE_LABELS
 from matscreen.ids import structure_id
 from matscreen.provenance import provenance
+from matscreen.structjson import structure_from_json
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def from_structures(structures: pd.DataFrame, select: Mapping[str, Any]) -> pd.D
     keep = structures[structures["duplicate_of"].isna() & (structures["label_supported"].fillna(False).astype(bool))]
     rows = []
     for rec in keep.to_dict("records"):
-        prim = Structure.from_str(rec["structure"], fmt="json").get_primitive_structure()
+        prim = structure_from_json(rec["structure"], f"structures table, structure {rec['structure_id']}").get_primitive_structure()
         if len(prim) > int(select.get("max_sites", 14)):
             log.info("not labeling %s (%s): %d atoms in the primitive cell > label.select.max_sites",
                      rec["structure_id"], rec["formula"], len(prim))

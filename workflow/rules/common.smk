@@ -78,12 +78,11 @@ def reference_outputs(wildcards):
 
 
 def _label_resources(structure_id, attempt):
-    from pymatgen.core import Structure
-
     from matscreen.label import estimate_resources, scale_resources
+    from matscreen.structjson import structure_from_json
 
     row = _targets("results/label/targets.parquet").set_index("structure_id").loc[structure_id]
-    res = estimate_resources(Structure.from_str(row["structure"], fmt="json"), config["label"])
+    res = estimate_resources(structure_from_json(row["structure"], f"results/label/targets.parquet: {structure_id}"), config["label"])
     return scale_resources(res, attempt)
 
 
