@@ -580,7 +580,7 @@ def label_files(inputs: list[str], out_path: str, settings: dict, config_hash: s
         tables.write_table(targets, targets_path, tables.LABEL_TARGETS)
         label_paths, ref_paths = [], []
         for n, rec in enumerate(targets.itertuples(), start=1):
-            st = Structure.from_str(rec.structure, fmt="json")
+            st = structure_from_json(rec.structure, f"{targets_path}: {rec.structure_id}")
             log.info("structure %d/%d: %s %s%s", n, len(targets), rec.structure_id, st.composition.reduced_formula,
                      f" (competing phase, {rec.prototype})" if rec.origin == "competing" else "")
             p = Path(tmp) / f"label-{len(label_paths)}.parquet"
