@@ -14,7 +14,9 @@ import os
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+import dataclasses
+import typing
+from typing import Any, TypeVar
 
 import jsonschema
 import yaml
@@ -96,6 +98,60 @@ def resolve_section(name: str, settings: Mapping[str, Any] | None) -> dict[str, 
         msgs = [f"config key '{'.'.join([name, *map(str, e.absolute_path)])}': {_message(e)}" for e in errors[:10]]
         raise ConfigError(f"invalid {name} settings:\n  " + "\n  ".join(msgs))
     return out
+
+
+S = TypeVar("S")
+
+
+def build_settings(cls: type[S], name: str, section: Mapping[str, Any] | S | None) -> S:
+    """The frozen settings dataclass ``cls`` of config section ``name``, resolved once.
+
+    ``section`` is the (partial) config section: the schema fills its defaults and validates it
+    (:func:`resolve_section`), and the result becomes ``cls``, whose fields are the section's keys
+    (a field whose type is itself a dataclass takes the nested section; lists become tuples).
+    An instance of ``cls`` is returned as it is: settings are resolved at the edge (Snakemake
+    adapter, CLI, test) and then passed down, never re-read or re-validated. The schema stays
+    the only place defaults live: ``cls`` declares fields, not defaults.
+    """
+    if isinstance(section, cls):
+        return section
+    return _to_dataclass(cls, resolve_section(name, section), name)
+
+
+def _to_dataclass(cls: type[S], data: Mapping[str, Any], where: str) -> S:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - fields)
+    if unknown:  # the schema has keys the dataclass does not declare: a programming error
+        raise TypeError(f"{cls.__name__} has no field for config key(s) {', '.join(f'{where}.{k}' for k in unknown)}")
+    kw = {}
+    for key in fields:
+        value = data[key]
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+            value = _to_dataclass(hint, value, f"{where}.{key}")
+        kw[key] = _freeze(value)
+    return cls(**kw)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def settings_dict(settings: Any) -> dict[str, Any]:
+    """A settings dataclass back as the plain section dict (tuples as lists): the input of hashes
+    and provenance, identical to the resolved config section it was built from."""
+    return _thaw(dataclasses.asdict(settings))
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_thaw(v) for v in value]
+    return value
 
 
 def _key_path(err: jsonschema.ValidationError) -> str:
