@@ -222,10 +222,17 @@ def _primitive(conv: Structure, fam: Family) -> Structure:
     """
     lattice = Lattice(_PRIMITIVE_VECTORS[fam.spacegroup[0]] * conv.lattice.a)
     frac = np.round(lattice.get_fractional_coords(conv.cart_coords) % 1.0, 6) % 1.0
-    seen: dict[tuple, int] = {}
-    for i, (f, label) in enumerate(zip(frac, conv.site_properties["site_label"])):
-        seen.setdefault((label, *f), i)
-    keep = sorted(seen.values())
+    # Sites that coincide in the primitive cell (periodic distance below 1e-4 in fractional units);
+    # rounding alone splits a pair that straddles a rounding boundary (12 double perovskites of the
+    # default space did, e.g. La2ScCrO6).
+    keep: list[int] = []
+    labels = conv.site_properties["site_label"]
+    for i, f in enumerate(frac):
+        d = frac[keep] - f if keep else np.zeros((0, 3))
+        d -= np.round(d)
+        same = [j for j, dj in zip(keep, np.abs(d).max(axis=1) if keep else []) if dj < 1e-4 and labels[j] == labels[i]]
+        if not same:
+            keep.append(i)
     expected = fam.atoms_per_formula_unit * fam.z_conventional // _LATTICE_POINTS[fam.spacegroup[0]]
     if len(keep) != expected:
         raise ValueError(f"{fam.name}: primitive cell has {len(keep)} sites, expected {expected}")

@@ -128,7 +128,12 @@ def from_candidates(
     per_family = select.get("per_family")
     if per_family:
         rows = []
-        for k, (family, n) in enumerate(sorted(per_family.items())):
+        from matscreen.families import FAMILIES
+
+        for family, n in sorted(per_family.items()):
+            # seed + the family's place in families.FAMILIES: a family's sample does not depend
+            # on which other families are listed (a set can be labeled family by family)
+            k = list(FAMILIES).index(family) if family in FAMILIES else len(FAMILIES)
             rows += _choose(candidates[candidates["family"] == family], int(n), select, label_settings, seed + k,
                             stratify=True, what=f"label.select.per_family.{family}")
     else:
@@ -151,7 +156,7 @@ def competing_targets(targets: pd.DataFrame, label_settings: Mapping[str, Any]) 
     (:mod:`matscreen.competing`) plus the user's ``label.competing.files``; phases with elements
     the label settings cannot compute are left out (the hull then names them as missing).
     """
-    from matscreen.competing import competing_phases, library_gaps
+    from matscreen.competing import competing_phases
 
     comp = label_settings.get("competing") or {}
     if not comp.get("enabled", True) or targets.empty:
@@ -164,10 +169,6 @@ def competing_targets(targets: pd.DataFrame, label_settings: Mapping[str, Any]) 
             continue
         kw = dict(oxidation_states=comp.get("oxidation_states", "icsd"), max_polymorphs=int(comp.get("max_polymorphs", 2)),
                   include_expensive=bool(comp.get("include_expensive", False)))
-        gaps = library_gaps(sorted(elements), anion, oxidation_states=kw["oxidation_states"])
-        if gaps:
-            log.warning("%s: no structure type in the library for %s: left out of the hull (add files under "
-                        "label.competing.files)", "-".join(sorted(elements)), ", ".join(gaps))
         for ph in competing_phases(sorted(elements), anion, user_files=tuple(comp.get("files") or ()), **kw):
             if _unsupported(sorted(el.symbol for el in ph.structure.composition.elements), label_settings):
                 continue
