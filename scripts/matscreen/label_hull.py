@@ -25,7 +25,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
 import pandas as pd
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
@@ -77,13 +76,13 @@ def stability(pd_: PhaseDiagram, entry: PDEntry) -> dict[str, object]:
     e_hull = float(pd_.get_e_above_hull(entry))
     stable = e_hull < STABLE_TOL
     decomp = None
-    if stable:
+    if stable and len(entry.composition.elements) == 1:  # an element on the hull competes with nothing
+        e_dec = 0.0
+    elif stable:
         try:
             decomp, e_dec = pd_.get_decomp_and_phase_separation_energy(entry)
-        except ValueError:
+        except ValueError:  # pymatgen could not build the hull without it
             e_dec = None
-        if len(entry.composition.elements) == 1:  # an element on the hull competes with nothing
-            decomp, e_dec = None, 0.0 if e_dec is None else e_dec
     else:
         decomp = pd_.get_decomposition(entry.composition)
         e_dec = e_hull
@@ -165,9 +164,3 @@ def hull_table(labels: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
              n, len(labels), int(out["is_stable"].fillna(False).sum()), int(out["hull_error"].notna().sum()))
     return out
 
-
-def e_hull_summary(values: pd.Series) -> str:
-    v = values.dropna().to_numpy(dtype=float)
-    if not len(v):
-        return "no energies above hull"
-    return f"E_hull median {np.median(v):.3f} eV/atom, {int((v < STABLE_TOL).sum())} of {len(v)} on the hull"
