@@ -299,3 +299,32 @@ def test_srtio3_is_stable_against_sro_and_tio2_at_the_default_level_of_theory(tm
     tio2 = min(per_fu["TiO2 rutile"], per_fu["TiO2 anatase"])
     reaction = (per_fu["SrTiO3"] - per_fu["SrO"] - tio2) / 5  # SrTiO3 (5 atoms) -> SrO + TiO2
     assert -1.0 < reaction < 0.0, f"reaction energy {reaction:.3f} eV/atom"
+
+
+def test_export_reference_set_keeps_every_row_and_refuses_mixed_levels(tmp_path) -> None:
+    """matscreen export-labels: compounds and competing phases in the REFERENCE_LABELS contract, failed rows kept."""
+    from matscreen import reference_set
+    from matscreen.cli import main
+
+    test_gather_writes_hull_columns_and_origin(tmp_path)  # leaves labels.parquet, refs.parquet, targets.parquet
+    out = tmp_path / "shipped"
+    assert main(["export-labels", "--targets", str(tmp_path / "targets.parquet"), "--labels", str(tmp_path / "labels.parquet"),
+                 "--references", str(tmp_path / "refs.parquet"), "-o", str(out)]) in (0, None)
+    compounds = tables.read_table(out / "labels.parquet", tables.REFERENCE_LABELS)
+    competing = tables.read_table(out / "competing.parquet", tables.REFERENCE_LABELS)
+    assert compounds["structure_id"].tolist() == ["s-sto"] and len(competing) == 4
+    assert compounds["family"].iloc[0] == "perovskite" and compounds["structure"].iloc[0].startswith("{")
+    assert set(competing["prototype"].dropna()) == {"rutile"}
+    text = (out / "README.md").read_text()
+    assert "1 compounds, 1 with an energy above the hull (1 on it)" in text and "4 competing phases" in text
+    # a failed row stays, with its reason
+    labels = tables.read_table(tmp_path / "labels.parquet", tables.LABELS)
+    labels.loc[labels["structure_id"] == "s-ana", ["status", "error"]] = ["failed", "SCF failed in all 3 attempts"]
+    targets = tables.read_table(tmp_path / "targets.parquet", tables.LABEL_TARGETS)
+    df = reference_set.joined(targets, labels)
+    assert (df.set_index("structure_id").loc["s-ana", "status"]) == "failed"
+    stats = reference_set.statistics(df, tables.read_table(tmp_path / "refs.parquet", tables.REFERENCES))
+    assert stats["failed"]["formula"].tolist() == ["Ti1 O2"]
+    mixed = pd.concat([labels, labels.assign(settings_hash="other")], ignore_index=True)
+    with pytest.raises(tables.ContractError, match="one level of theory"):
+        reference_set.joined(targets, mixed)

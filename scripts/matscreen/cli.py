@@ -165,6 +165,22 @@ def _cmd_tables(args: argparse.Namespace) -> None:
         sys.stdout.write(tables.markdown())
 
 
+def _cmd_export_labels(args: argparse.Namespace) -> None:
+    from matscreen import reference_set
+
+    cfg = load_config(args.config) if args.config else load_config()
+    s = cfg["label"]
+    theory = (f"{s['xc']}, basis {s['basis']}, pseudopotential {s['pseudo']}, {s['density_fit']}, "
+              f"{s['ke_cutoff']} Ha cutoff, {s['smearing']['method']} smearing {s['smearing']['width']} Ha, "
+              f"k-point density {s['kpoints']['kdensity']} per 1/A (references {s['kpoints']['reference_kdensity']}), "
+              f"relax {s['relax']}")
+    stats = reference_set.export(args.targets, args.labels, args.references, args.output, args.config)
+    from matscreen.atomic import atomic_path
+
+    with atomic_path(Path(args.output) / "README.md") as tmp:
+        tmp.write_text(reference_set.readme(stats, theory))
+
+
 def _cmd_config(args: argparse.Namespace) -> None:
     cfg = _config(args)
     sys.stdout.write(yaml.safe_dump(cfg, sort_keys=False))
@@ -230,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("tables", _cmd_tables, "print the Parquet table contracts as Markdown")
     sp.add_argument("--update-readme", metavar="README.md", default=None,
                     help="rewrite the section between the TABLES markers of this file instead")
+    sp = add("export-labels", _cmd_export_labels, "export a labeled run as a reference label set (resources/labels/)")
+    sp.add_argument("--targets", required=True, help="label targets table of the run")
+    sp.add_argument("--labels", required=True, help="labels table of the run (gathered: formation energies, hulls)")
+    sp.add_argument("--references", required=True, help="references table of the run")
+    sp.add_argument("-o", "--output", default="resources/labels", help="output folder")
     add("config", _cmd_config, "validate a config and print it with defaults filled in")
     return p
 

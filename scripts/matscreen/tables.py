@@ -259,6 +259,21 @@ REFERENCES = Table(
     ),
 )
 
+REFERENCE_LABELS = Table(
+    name="reference_labels",
+    filename="resources/labels/labels.parquet; resources/labels/competing.parquet",
+    description=(
+        "The shipped reference label set (resources/labels/): each labeled structure with its identity, sites and "
+        "structure (from label_targets) and its label (the labels columns). labels.parquet holds the compounds, "
+        "competing.parquet the competing phases of their hulls; both can be given to train.external_labels."
+    ),
+    key=("structure_id", "settings_hash"),
+    columns=(
+        *(c for c in LABEL_TARGETS.columns if c.name not in ("formula", "nsites")),
+        *(c for c in LABELS.columns if c.name not in ("structure_id", "origin", "prototype")),
+    ),
+)
+
 EXTERNAL_LABELS = Table(
     name="external_labels",
     filename="external_labels.parquet",
@@ -343,7 +358,7 @@ PREDICTIONS = Table(
 ALL_TABLES: dict[str, Table] = {
     t.name: t
     for t in (
-        STRUCTURES, REJECTS, CANDIDATES, FUNNEL, LABEL_TARGETS, LABELS, REFERENCES, EXTERNAL_LABELS,
+        STRUCTURES, REJECTS, CANDIDATES, FUNNEL, LABEL_TARGETS, LABELS, REFERENCES, REFERENCE_LABELS, EXTERNAL_LABELS,
         CANDIDATE_FEATURES, STRUCTURE_FEATURES, CV_METRICS, OOF_PREDICTIONS, PREDICTIONS,
     )
 }

@@ -1,0 +1,142 @@
+"""The shipped reference label set (``resources/labels/``): export a labeled run as a data release.
+
+A run of ``config/reference-labels.yaml`` leaves ``results/label/{targets,labels,references}.parquet``;
+:func:`export` joins each label with its target row (identity, sites, structure JSON) and writes
+
+* ``labels.parquet`` — the compounds (REFERENCE_LABELS contract), usable as ``train.external_labels``;
+* ``competing.parquet`` — the competing phases of their hulls (same contract);
+* ``references.parquet`` — the elemental references (REFERENCES contract);
+* ``config.yaml`` — the config that produced them; ``README.md`` — how, with the statistics.
+
+Every row keeps its status: failed and unsupported rows stay, with the reason. All labels must
+share one settings hash (one level of theory); the export refuses a mix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from matscreen import tables
+from matscreen.atomic import atomic_path
+from matscreen.provenance import provenance
+
+log = logging.getLogger(__name__)
+
+
+def joined(targets: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Each label row with its target row, in the REFERENCE_LABELS contract; every label needs its target."""
+    if labels["settings_hash"].nunique() > 1:
+        raise tables.ContractError(f"labels of {labels['settings_hash'].nunique()} settings hashes: a reference set has one level of theory")
+    ident = [c for c in tables.REFERENCE_LABELS.column_names if c in targets.columns and c not in ("formula", "nsites")]
+    lab = labels.drop(columns=[c for c in ("origin", "prototype") if c in labels.columns])
+    missing = sorted(set(lab["structure_id"]) - set(targets["structure_id"]))
+    if missing:
+        raise tables.ContractError(f"{len(missing)} labels have no row in the targets table, e.g. {missing[:3]}")
+    df = lab.merge(targets[ident], on="structure_id", how="left", validate="1:1")
+    return tables.conform(df, tables.REFERENCE_LABELS)[tables.REFERENCE_LABELS.column_names]
+
+
+def statistics(df: pd.DataFrame, refs: pd.DataFrame) -> dict[str, Any]:
+    """Counts per family and status, failures with reasons, CPU time (the wall time of the one-thread jobs)."""
+    compounds = df[df["origin"] != "competing"]
+    return {
+        "compounds": compounds.groupby(["family", "status"]).size().unstack(fill_value=0),
+        "competing": df[df["origin"] == "competing"]["status"].value_counts().to_dict(),
+        "references": refs["status"].value_counts().to_dict(),
+        "with_hull": int(compounds["e_above_hull_ev_per_atom"].notna().sum()),
+        "stable": int(compounds["is_stable"].fillna(False).astype(bool).sum()),
+        "failed": df.loc[df["status"] != "ok", ["formula", "origin", "status", "error"]],
+        "cpu_hours": float(pd.to_numeric(df["wall_s"], errors="coerce").sum() + pd.to_numeric(refs["wall_s"], errors="coerce").sum()) / 3600,
+        "settings_hash": str(df["settings_hash"].iloc[0]) if len(df) else "",
+    }
+
+
+def export(targets_path: str, labels_path: str, references_path: str, out_dir: str | os.PathLike[str],
+           config_path: str | None = None) -> dict[str, Any]:
+    """Write the reference set into ``out_dir`` (module docstring); returns :func:`statistics`."""
+    targets = tables.read_table(targets_path, tables.LABEL_TARGETS)
+    labels = tables.read_table(labels_path, tables.LABELS)
+    refs = tables.read_table(references_path, tables.REFERENCES)
+    df = joined(targets, labels)
+    refs = refs[refs["settings_hash"].isin(set(df["settings_hash"]))].reset_index(drop=True)
+    out = Path(out_dir)
+    prov = provenance("reference_set", {"targets": str(targets_path), "labels": str(labels_path)})
+    competing = df["origin"] == "competing"
+    tables.write_tables([
+        (df[~competing].reset_index(drop=True), out / "labels.parquet", tables.REFERENCE_LABELS),
+        (df[competing].reset_index(drop=True), out / "competing.parquet", tables.REFERENCE_LABELS),
+        (refs, out / "references.parquet", tables.REFERENCES),
+    ], prov)
+    if config_path:
+        with atomic_path(out / "config.yaml") as tmp:
+            shutil.copyfile(config_path, tmp)
+    stats = statistics(df, refs)
+    log.info("reference set: %d compounds (%d with a hull), %d competing phases, %d references, %.1f CPU hours -> %s",
+             int((~competing).sum()), stats["with_hull"], int(competing.sum()), len(refs), stats["cpu_hours"], out)
+    return stats
+
+
+def readme(stats: dict[str, Any], level_of_theory: str) -> str:
+    """``resources/labels/README.md``: how the set was made, and what it holds (from :func:`statistics`)."""
+    comp = stats["compounds"]
+    lines = [
+        "# Reference labels",
+        "",
+        "PySCF labels computed by matscreen itself and shipped with it, so that the default run trains on",
+        "real data across every family it screens. Generated by `matscreen export-labels` (see the",
+        "commands below); do not edit by hand.",
+        "",
+        "## How they were made",
+        "",
+        "- Sample: `config/reference-labels.yaml` (copied here as `config.yaml`): a seeded sample of the",
+        "  default candidate spaces per family (`label.select.per_family`), interleaved over anions and",
+        "  spinel arrangements, one candidate per composition, at most two per chemical system, in",
+        "  non-magnetic elements the default basis covers. Structures are the prototypes of",
+        "  `matscreen.prototypes` (lattice from Shannon radii, unrelaxed: `label.relax: none`).",
+        "- Competing phases: the binaries of every compound's chemical system in the structure types of",
+        "  `resources/competing_phases.yaml`; elemental references from `resources/element_references.yaml`.",
+        f"- Level of theory (the defaults, settings hash `{stats['settings_hash']}`): {level_of_theory}.",
+        "- Computed with `matscreen label` family by family (cheapest first) through the label store",
+        "  `resources/labels/store`, one thread per calculation, `nice`d, resumable:",
+        "",
+        "  ```bash",
+        "  snakemake --configfile config/reference-labels.yaml --cores 1 --until select_label_targets",
+        "  matscreen label --config config/reference-labels.yaml results/label/targets.parquet -o labels.parquet",
+        "  matscreen export-labels --targets results/label/targets.parquet --labels labels.parquet \\",
+        "      --references labels_references.parquet --config config/reference-labels.yaml -o resources/labels",
+        "  ```",
+        "",
+        "## What is here",
+        "",
+        f"- `labels.parquet`: {int(comp.to_numpy().sum()) if len(comp) else 0} compounds, "
+        f"{stats['with_hull']} with an energy above the hull ({stats['stable']} on it).",
+        f"- `competing.parquet`: {sum(stats['competing'].values())} competing phases ({_counts(stats['competing'])}).",
+        f"- `references.parquet`: {sum(stats['references'].values())} elemental references ({_counts(stats['references'])}).",
+        f"- CPU time: {stats['cpu_hours']:.1f} hours (sum of the one-thread calculations' wall times).",
+        "",
+        "Compounds per family and status:",
+        "",
+        "| family | " + " | ".join(comp.columns) + " |",
+        "|---|" + "---|" * len(comp.columns),
+        *(f"| {fam} | " + " | ".join(str(int(v)) for v in row) + " |" for fam, row in comp.iterrows()),
+        "",
+        "Rows that are not ok (they stay in the tables with their status and reason):",
+        "",
+    ]
+    failed = stats["failed"]
+    if failed.empty:
+        lines.append("_(none)_")
+    else:
+        lines += ["| formula | origin | status | reason |", "|---|---|---|---|"]
+        lines += [f"| {r.formula} | {r.origin} | {r.status} | {str(r.error)[:160]} |" for r in failed.itertuples()]
+    return "\n".join(lines) + "\n"
+
+
+def _counts(d: dict[str, int]) -> str:
+    return ", ".join(f"{v} {k}" for k, v in sorted(d.items())) or "none"
