@@ -1,0 +1,60 @@
+"""The shipped reference label set (resources/labels/): contract, ids, settings, and real recomputation."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+import pytest
+import yaml
+
+from matscreen import label, tables
+from matscreen.config import REPO_ROOT
+from matscreen.ids import structure_id
+from matscreen.structjson import structure_from_json
+
+SHIPPED = REPO_ROOT / "resources" / "labels"
+
+
+def _shipped_settings() -> dict:
+    cfg = yaml.safe_load((SHIPPED / "config.yaml").read_text())
+    assert (SHIPPED / "config.yaml").read_text() == (REPO_ROOT / "config" / "reference-labels.yaml").read_text()
+    return label.resolve_settings(cfg.get("label") or {})
+
+
+def test_shipped_tables_pass_their_contracts_with_unique_rebuildable_ids() -> None:
+    compounds = tables.read_table(SHIPPED / "labels.parquet", tables.REFERENCE_LABELS)
+    competing = tables.read_table(SHIPPED / "competing.parquet", tables.REFERENCE_LABELS)
+    refs = tables.read_table(SHIPPED / "references.parquet", tables.REFERENCES)
+    assert len(compounds) and len(competing) and len(refs)
+    both = [*compounds.itertuples(), *competing.itertuples()]
+    ids = [r.structure_id for r in both]
+    assert len(ids) == len(set(ids))
+    for r in both:
+        assert structure_id(structure_from_json(r.structure, f"{r.structure_id}")) == r.structure_id
+    assert set(compounds["origin"]) <= {"candidate", "ingest"} and set(competing["origin"]) == {"competing"}
+
+
+def test_every_row_has_the_settings_hash_of_the_shipped_config() -> None:
+    want = label.settings_hash(_shipped_settings())
+    for name in ("labels.parquet", "competing.parquet"):
+        assert set(tables.read_table(SHIPPED / name, tables.REFERENCE_LABELS)["settings_hash"]) == {want}, name
+    assert set(tables.read_table(SHIPPED / "references.parquet", tables.REFERENCES)["settings_hash"]) == {want}
+    assert want == label.settings_hash({}), "the shipped set is at the default level of theory"
+
+
+@pytest.mark.slow
+def test_two_random_small_rows_recompute_to_the_same_energy() -> None:
+    """Two rows (at most 5 atoms, ok) drawn at random, recomputed now with the recorded settings: same energy to 1e-6 Ha."""
+    s = _shipped_settings()
+    df = tables.read_table(SHIPPED / "labels.parquet", tables.REFERENCE_LABELS)
+    df = df[(df["status"] == "ok") & (df["nsites"] <= 5)].reset_index(drop=True)
+    assert len(df) >= 2
+    for i in np.random.default_rng().choice(len(df), size=2, replace=False):
+        row = df.iloc[int(i)]
+        st = structure_from_json(row["structure"], row["structure_id"])
+        new = label.compute_label(st, row["structure_id"], s)
+        assert new["status"] == "ok", new["error"]
+        assert new["energy_ha"] == pytest.approx(row["energy_ha"], abs=1e-6), row["formula"]
