@@ -622,7 +622,9 @@ def _read_inputs(paths: Sequence[str], id_column: str, want_structure: bool) -> 
         log.info("read %d rows from %s", len(frames[-1]), p)
     if not frames:
         return pd.DataFrame(columns=[id_column, "family", "formula"])
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    # external label tables hold one row per (structure, target): featurize each structure once
+    return df.drop_duplicates(id_column).reset_index(drop=True) if id_column == "structure_id" else df
 
 
 def run(input_paths: list[str], output_path: str, id_column: str, settings: dict[str, Any],
