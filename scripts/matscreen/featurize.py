@@ -314,6 +314,16 @@ def _parsed_site(text: str) -> tuple[tuple[tuple[int, float, float], ...], str |
         return (), str(exc)
 
 
+@lru_cache(maxsize=262144)
+def _parsed_formula(formula: str | None) -> tuple[tuple[tuple[int, float], ...], str | None]:
+    """(Z, amount) of a formula-only row, parsed once per distinct formula, or an error message."""
+    try:
+        comp = row_composition("other", {}, formula)
+        return tuple((el.Z, amt) for el, amt in comp.element_composition.items()), None
+    except ValueError as exc:
+        return (), str(exc)
+
+
 def composition_block(df: pd.DataFrame) -> tuple[ff.CompositionBlock, np.ndarray]:
     """Compositions of all rows as padded arrays (vectorised over site columns).
 
@@ -378,14 +388,13 @@ def composition_block(df: pd.DataFrame) -> tuple[ff.CompositionBlock, np.ndarray
         formulas = df["formula"].to_numpy(dtype=object) if "formula" in df.columns else np.full(n, None, object)
         extra: list[list[tuple[int, float]]] = []
         for i in formula_rows:
-            try:
-                comp = row_composition("other", {}, formulas[i])
-                extra.append([(el.Z, amt) for el, amt in comp.element_composition.items()])
+            items, err = _parsed_formula(formulas[i] if isinstance(formulas[i], str) else None)
+            extra.append(list(items))
+            if err is None:
                 valid[i] = True
-            except ValueError as exc:
-                extra.append([])
+            else:
                 prefix = f"{site_errors[i]}; " if site_errors[i] else ""
-                errors[i] = f"no composition: {prefix}{exc}"
+                errors[i] = f"no composition: {prefix}{err}"
         w = max([len(e) for e in extra] + [width])
         if w > width:
             pad = w - width
