@@ -196,8 +196,10 @@ def primary_target(config: Mapping[str, Any]) -> str:
 class Ensemble:
     """An ensemble of LightGBM boosters over a fixed feature list, for one target.
 
-    ``std_scale`` is the calibration factor: :meth:`predict` returns the ensemble standard
-    deviation times it (1.0 = uncalibrated).
+    The prediction is the first booster's (trained on all rows); the uncertainty is the standard
+    deviation over all boosters (the others trained on bootstrap resamples) times ``std_scale``,
+    the calibration factor (1.0 = uncalibrated). Averaging the bootstrap members was measured
+    worse: each sees 63 % of the distinct rows (synthetic 2,000 rows: MAE 0.069 vs 0.059).
     """
 
     features: list[str]
@@ -208,14 +210,14 @@ class Ensemble:
     params: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, X: pd.DataFrame, num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and (calibrated) standard deviation over the ensemble."""
+        """Prediction (the all-rows booster) and (calibrated) standard deviation over the ensemble."""
         missing = [f for f in self.features if f not in X.columns]
         if missing:
             raise ValueError(f"features missing from the table: {missing[:5]}{'...' if len(missing) > 5 else ''}")
         arr = X[self.features].to_numpy(dtype=np.float32)
         preds = np.stack([b.predict(arr, num_threads=num_threads) for b in self.boosters])
         std = preds.std(axis=0, ddof=1) if len(self.boosters) > 1 else np.zeros(arr.shape[0])
-        return preds.mean(axis=0), std * self.std_scale
+        return preds[0], std * self.std_scale
 
     def as_dict(self) -> dict[str, Any]:
         return {"features": self.features, "target": self.target, "settings": self.settings,
@@ -276,7 +278,7 @@ def auto_params(n: int) -> dict[str, Any]:
     Small sets (n <= 200) get what suits a dozen to a few hundred labels (num_leaves 15,
     min_data_in_leaf 2: LightGBM's default of 20 never splits 12 rows); larger sets move towards
     LightGBM's defaults: min_data_in_leaf = n/100 (2..20), num_leaves = 15 sqrt(n/200) (15..31),
-    min_data_in_bin 3 from n = 1000 on.
+    min_data_in_bin 3 and feature_fraction 1 (LightGBM's defaults) from n = 1000 on.
     """
     n = max(int(n), 1)
     return {
@@ -284,7 +286,7 @@ def auto_params(n: int) -> dict[str, Any]:
         "num_leaves": int(np.clip(round(15 * math.sqrt(n / 200)), 15, 31)),
         "min_data_in_leaf": int(np.clip(round(n / 100), 2, 20)),
         "min_data_in_bin": 1 if n < 1000 else 3,
-        "feature_fraction": 0.8,
+        "feature_fraction": 0.8 if n < 1000 else 1.0,
         "lambda_l2": 1.0,
     }
 
