@@ -161,7 +161,7 @@ def _check_train(config: dict[str, Any]) -> None:
         key = "train.target" if isinstance(train.get("target"), str) else f"train.target[{i}]"
         what = " (a text column)" if target in tables.LABELS.column_names else ""
         where = "the labels table" + (f" or of the external label tables ({', '.join(paths)})" if paths else "")
-        raise ConfigError(f"config key '{key}': {target!r} is not a numeric column of {where}{what}; "
+        raise ConfigError(f"config key '{key}': {target!r} is not a numeric label column of {where}{what}; "
                           f"available: {', '.join(sorted(avail))}")
 
 
