@@ -74,6 +74,6 @@ def test_config_readme_documents_every_top_level_and_section_key():
 
 def test_validate_does_not_share_default_objects():
     a, b = validate({}), validate({})
-    a["train"]["lightgbm"]["num_leaves"] = 99
-    assert b["train"]["lightgbm"]["num_leaves"] != 99
+    a["train"]["tuning"]["grid"]["num_leaves"] = [99]
+    assert b["train"]["tuning"]["grid"]["num_leaves"] != [99]
     assert copy.deepcopy(b) == b

@@ -24,7 +24,7 @@ from matscreen.config import DEFAULT_CONFIG, ConfigError, load_config, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "structures"
-TRAIN_SETTINGS = {**yaml.safe_load(DEFAULT_CONFIG.read_text())["train"], "ensemble_size": 2, "num_boost_round": 20,
+TRAIN_SETTINGS = {**yaml.safe_load(DEFAULT_CONFIG.read_text())["train"], "ensemble_size": 2, "target": "formation_energy_ev_per_atom", "num_boost_round": 20,
                   "cv_folds": 2}
 TINY_ENUMERATE = {"families": ["perovskite"], "cations": ["Sr", "Ba", "Ca", "Ti", "Zr"],
                   "sites": {"perovskite": {"A": None, "B": None, "X": ["O"]}}}

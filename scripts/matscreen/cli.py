@@ -117,8 +117,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     cfg = _config(args)
     out = Path(args.output_dir)
     train.run(args.features, args.labels, str(out / "model.json"), str(out / "cv_metrics.parquet"),
-              str(out / "oof_predictions.parquet"), cfg["train"], cfg["seed"], config_hash(cfg),
-              label_settings_hash=settings_hash(cfg["label"]))
+              str(out / "oof_predictions.parquet"), train.settings(cfg["train"]), cfg["seed"], config_hash(cfg),
+              label_settings_hash=settings_hash(cfg["label"]),
+              learning_curve_out=str(out / "learning_curve.parquet"))
 
 
 def _cmd_screen(args: argparse.Namespace) -> None:
@@ -134,7 +135,7 @@ def _cmd_screen(args: argparse.Namespace) -> None:
     preds = []
     for i, (cand, feat) in enumerate(zip(candidates, features, strict=True)):
         p = out / "predictions" / f"part-{i}.parquet"
-        screen.run_predict(args.model, cand, feat, str(p), config_hash(cfg))
+        screen.run_predict(args.model, cand, feat, str(p), config_hash(cfg), screen.settings(cfg["screen"]))
         preds.append(str(p))
     screen.run_rank(preds, args.targets, str(out / "ranked.parquet"), str(out / "top.csv"),
                     str(out / "next_to_label.parquet"), cfg["screen"], config_hash(cfg))
@@ -152,8 +153,12 @@ def _cmd_report(args: argparse.Namespace) -> None:
         "oof": r / "train/oof_predictions.parquet", "ranked": r / "screen/ranked.parquet",
         "next_up": r / "screen/next_to_label.parquet",
     }
+    if (r / "train/learning_curve.parquet").exists():
+        inputs["learning_curve"] = r / "train/learning_curve.parquet"
+    from matscreen.train import primary_target
+
     report.run({k: str(v) for k, v in inputs.items()}, args.output_dir, cfg["report"], cfg["label"],
-               cfg["train"]["target"])
+               primary_target(cfg))
 
 
 def _cmd_tables(args: argparse.Namespace) -> None:
@@ -230,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("train", _cmd_train, "train the LightGBM ensemble with grouped cross-validation")
     sp.add_argument("--features", required=True, help="features of labeled structures")
     sp.add_argument("--labels", required=True, help="labels.parquet")
-    sp.add_argument("-o", "--output-dir", default="train", help="writes model.json, cv_metrics.parquet, oof_predictions.parquet")
+    sp.add_argument("-o", "--output-dir", default="train", help="writes model.json, cv_metrics.parquet, oof_predictions.parquet, learning_curve.parquet")
 
     sp = add("screen", _cmd_screen, "predict, rank and pick the next candidates to label")
     sp.add_argument("--model", required=True)

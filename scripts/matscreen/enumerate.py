@@ -289,6 +289,94 @@ def _build_combos(family: Family, settings: Mapping[str, Any]) -> Combos:
     return Combos(family, arrangement, sites)
 
 
+# --- mixed sites (enumerate.mixing) ---------------------------------------------------------
+
+
+def mixing_sites(family: Family, settings: Mapping[str, Any]) -> list[str]:
+    """Cation sites of ``family`` that enumerate.mixing mixes (none when mixing is off)."""
+    mix = settings.get("mixing") or {}
+    if not mix.get("enabled") or family.name == "spinel":
+        return []
+    return list((mix.get("sites") or {}).get(family.name) or [])
+
+
+@semantic_check
+def _check_mixing(config: dict[str, Any]) -> None:
+    mix = (config.get("enumerate") or {}).get("mixing") or {}
+    for fam_name, labels in (mix.get("sites") or {}).items():
+        if fam_name not in FAMILIES:
+            raise ConfigError(f"config key 'enumerate.mixing.sites.{fam_name}': unknown family {fam_name!r}")
+        if fam_name == "spinel":
+            raise ConfigError("config key 'enumerate.mixing.sites.spinel': spinels are not mixed "
+                              "(their inverse arrangement is already a mixed site)")
+        cations = [x.label for x in FAMILIES[fam_name].cation_sites]
+        for i, label in enumerate(labels or []):
+            if label not in cations:
+                raise ConfigError(f"config key 'enumerate.mixing.sites.{fam_name}[{i}]': {label!r} is not a cation "
+                                  f"site of {fam_name} ({', '.join(cations)})")
+
+
+def _pair_options(t: IonTable, denominator: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every mixed occupancy of a site: ions i < j with fractions k/d and (d-k)/d, k = 1..d-1."""
+    i, j = (a.astype(np.int32) for a in np.triu_indices(len(t), k=1))
+    k = np.arange(1, denominator, dtype=np.int64)
+    ii, kk = np.repeat(i, len(k)), np.tile(k, len(i))
+    jj = np.repeat(j, len(k))
+    return ii, jj, kk
+
+
+def _mixed_combos(family: Family, settings: Mapping[str, Any]) -> tuple[Combos, int]:
+    """The pure combinations plus, for every site in enumerate.mixing.sites, every combination with
+    that one site mixed, kept only if charge-neutral. Returns (combos, combinations before the
+    charge-neutrality check), so the funnel still counts the whole space.
+
+    Neutral combinations are found by a join on charge (in units of 1/denominator): the other
+    sites' charge of each pure combination must cancel the mixed site's, so the non-neutral
+    product is never built. Every mixing site has two terms (the second inert, fraction 0, in
+    rows where it is not mixed), like the spinel's sites.
+    """
+    d = int((settings.get("mixing") or {}).get("denominator", 8))
+    base = _build_combos(family, settings)
+    labels = mixing_sites(family, settings)
+    n_raw = len(base)
+    n_base = len(base)
+    parts = []  # (mixed label, other-site rows of base, option index into pairs)
+    charge = {s.label: _site_value(base, s.label, "oxidation") * s.multiplicity for s in family.sites}
+    for label in labels:
+        site = family.site(label)
+        (t, idx, _), = base.sites[label]
+        ii, jj, kk = _pair_options(t, d)
+        q_opt = np.rint(site.multiplicity * (kk * t.oxidation[ii] + (d - kk) * t.oxidation[jj])).astype(np.int64)
+        others = [s.label for s in family.sites if s.label != label]
+        keys = np.stack([base.sites[o][0][1] for o in others], axis=1)
+        uniq, first = np.unique(keys, axis=0, return_index=True)
+        q_other = np.rint(sum(charge[o] for o in others)[first] * d).astype(np.int64)
+        n_raw += len(first) * len(ii)
+        order = np.argsort(q_opt, kind="stable")
+        q_sorted = q_opt[order]
+        lo = np.searchsorted(q_sorted, -q_other, side="left")
+        hi = np.searchsorted(q_sorted, -q_other, side="right")
+        counts = hi - lo
+        rows = np.repeat(first, counts)
+        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+        opt = order[np.arange(counts.sum()) + starts] if counts.sum() else np.zeros(0, dtype=np.int64)
+        parts.append((label, rows, ii[opt], jj[opt], kk[opt] / d))
+    n_mixed = sum(len(p[1]) for p in parts)
+    n = n_base + n_mixed
+    sites: dict[str, list[tuple[IonTable, np.ndarray, np.ndarray]]] = {}
+    for s in family.sites:
+        (t, idx, frac), *rest = base.sites[s.label]
+        first_idx = [idx] + [idx[p[1]] if p[0] != s.label else p[2] for p in parts]
+        first_frac = [frac] + [frac[p[1]] if p[0] != s.label else p[4] for p in parts]
+        sites[s.label] = [(t, np.concatenate(first_idx).astype(np.int32), np.concatenate(first_frac))]
+        if s.label in labels:
+            second_idx = [idx] + [idx[p[1]] if p[0] != s.label else p[3] for p in parts]
+            second_frac = [np.zeros(n_base)] + [np.zeros(len(p[1])) if p[0] != s.label else 1.0 - p[4] for p in parts]
+            sites[s.label].append((t, np.concatenate(second_idx).astype(np.int32), np.concatenate(second_frac)))
+    arrangement = np.full(n, "", dtype=object)
+    return Combos(family, arrangement, sites), n_raw
+
+
 def _site_value(combos: Combos, label: str, what: str, cn: int | None = None) -> np.ndarray:
     """Fraction-weighted oxidation, radius (at cn) or electronegativity of a site."""
     total = np.zeros(len(combos))
@@ -372,8 +460,13 @@ def _enabled(name: str, settings: Mapping[str, Any]) -> bool:
 def enumerate_family(family: str, settings: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Candidates and funnel rows of one family (``settings``: the resolved ``enumerate:`` section)."""
     fam = get_family(family)
-    combos = _build_combos(fam, settings)
-    funnel = [(fam.name, 0, "all_combinations", len(combos), 0)]
+    if mixing_sites(fam, settings):
+        combos, n_raw = _mixed_combos(fam, settings)  # mixed rows: charge-neutral ones only
+    else:
+        combos = _build_combos(fam, settings)
+        n_raw = len(combos)
+    pre_removed = n_raw - len(combos)
+    funnel = [(fam.name, 0, "all_combinations", n_raw, 0)]
     d = _descriptors(combos, settings)
     step = 0
     for name in FILTERS[fam.name]:
@@ -386,6 +479,8 @@ def enumerate_family(family: str, settings: Mapping[str, Any]) -> tuple[pd.DataF
         d = Descriptors({k: v[mask] for k, v in d.radius.items()}, {k: v[mask] for k, v in d.oxidation.items()},
                         d.t[mask], d.mu[mask], d.tau[mask])
         step += 1
+        if name == "charge_neutrality":  # mixed combinations that are not neutral were never built
+            before, pre_removed = before + pre_removed, 0
         funnel.append((fam.name, step, name, len(combos), before - len(combos)))
     return _to_frame(combos, d), pd.DataFrame(funnel, columns=[c.name for c in tables.FUNNEL.columns])
 
@@ -408,11 +503,15 @@ def _occupancy_strings(combos: Combos, label: str) -> np.ndarray:
     if len(terms) == 1:
         t, idx, _ = terms[0]
         return t.label[idx]
-    out = np.empty(len(combos), dtype=object)
-    for i in range(len(combos)):
+    # one string per distinct (ions, fractions): mixed-site spaces have millions of rows, few distinct sites
+    key = np.stack([np.where(frac > 0, idx, -1) for t, idx, frac in terms] + [np.rint(frac * 1e6) for _, _, frac in terms],
+                   axis=1).astype(np.int64)
+    uniq, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    texts = np.empty(len(uniq), dtype=object)
+    for u, i in enumerate(first):
         ions = [Ion(t.element[idx[i]], float(t.oxidation[idx[i]]), float(frac[i])) for t, idx, frac in terms if frac[i] > 0]
-        out[i] = format_occupancy(ions)
-    return out
+        texts[u] = format_occupancy(ions)
+    return texts[inverse.ravel()] if len(combos) else np.empty(0, dtype=object)
 
 
 def _to_frame(combos: Combos, d: Descriptors) -> pd.DataFrame:

@@ -314,6 +314,16 @@ def _parsed_site(text: str) -> tuple[tuple[tuple[int, float, float], ...], str |
         return (), str(exc)
 
 
+@lru_cache(maxsize=262144)
+def _parsed_formula(formula: str | None) -> tuple[tuple[tuple[int, float], ...], str | None]:
+    """(Z, amount) of a formula-only row, parsed once per distinct formula, or an error message."""
+    try:
+        comp = row_composition("other", {}, formula)
+        return tuple((el.Z, amt) for el, amt in comp.element_composition.items()), None
+    except ValueError as exc:
+        return (), str(exc)
+
+
 def composition_block(df: pd.DataFrame) -> tuple[ff.CompositionBlock, np.ndarray]:
     """Compositions of all rows as padded arrays (vectorised over site columns).
 
@@ -378,14 +388,13 @@ def composition_block(df: pd.DataFrame) -> tuple[ff.CompositionBlock, np.ndarray
         formulas = df["formula"].to_numpy(dtype=object) if "formula" in df.columns else np.full(n, None, object)
         extra: list[list[tuple[int, float]]] = []
         for i in formula_rows:
-            try:
-                comp = row_composition("other", {}, formulas[i])
-                extra.append([(el.Z, amt) for el, amt in comp.element_composition.items()])
+            items, err = _parsed_formula(formulas[i] if isinstance(formulas[i], str) else None)
+            extra.append(list(items))
+            if err is None:
                 valid[i] = True
-            except ValueError as exc:
-                extra.append([])
+            else:
                 prefix = f"{site_errors[i]}; " if site_errors[i] else ""
-                errors[i] = f"no composition: {prefix}{exc}"
+                errors[i] = f"no composition: {prefix}{err}"
         w = max([len(e) for e in extra] + [width])
         if w > width:
             pad = w - width
@@ -622,7 +631,9 @@ def _read_inputs(paths: Sequence[str], id_column: str, want_structure: bool) -> 
         log.info("read %d rows from %s", len(frames[-1]), p)
     if not frames:
         return pd.DataFrame(columns=[id_column, "family", "formula"])
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    # external label tables hold one row per (structure, target): featurize each structure once
+    return df.drop_duplicates(id_column).reset_index(drop=True) if id_column == "structure_id" else df
 
 
 def run(input_paths: list[str], output_path: str, id_column: str, settings: dict[str, Any],

@@ -95,7 +95,9 @@ def snapshot(
     """
     kept = structures[structures["duplicate_of"].isna()] if "duplicate_of" in structures else structures
     origin = dict(zip(targets["structure_id"], targets["origin"], strict=True)) if targets is not None else {}
-    pooled = metrics[metrics["fold"] == "all"] if len(metrics) else metrics
+    from matscreen.train import pooled_metrics
+
+    pooled = pooled_metrics(metrics) if len(metrics) else metrics
     top = ranked.sort_values("rank").head(int(top_n)) if "rank" in ranked else ranked.head(int(top_n))
     return {
         "format": SNAPSHOT_FORMAT,

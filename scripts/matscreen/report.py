@@ -64,6 +64,23 @@ def parity_plot(oof: pd.DataFrame, target: str, path: str | Path) -> None:
     plt.close(fig)
 
 
+def learning_curve_plot(curve: pd.DataFrame, target: str, path: str | Path) -> None:
+    """MAE and RMSE of the learning-curve table (LEARNING_CURVE) against the training-set size."""
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
+    c = curve[curve["target"] == target].sort_values("n_train") if len(curve) else curve
+    if len(c):
+        ax.plot(c["n_train"], c["mae"], "o-", label="MAE")
+        ax.plot(c["n_train"], c["rmse"], "s--", label="RMSE")
+        ax.set_xscale("log")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("training rows")
+    ax.set_ylabel(f"out-of-fold error ({target})")
+    ax.set_title("Learning curve")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
 def prediction_plot(ranked: pd.DataFrame, target: str, path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for family, grp in ranked.groupby("family", sort=True):
@@ -134,8 +151,11 @@ def summary(
                                 "e_above_hull_ev_per_atom", "error"]].sort_values(["formula", "prototype"]))]
     out += ["## Model (LightGBM, grouped cross-validation)", "", f"Target: `{target}`.", ""]
     if len(metrics):
-        pooled = metrics[metrics["fold"] == "all"][["metric", "value"]]
-        out += [_md_table(pooled), "![parity](parity.png)", ""]
+        from matscreen.train import pooled_metrics
+
+        pooled = pooled_metrics(metrics, target if "target" in metrics.columns and (metrics["target"] == target).any()
+                                else None)[["metric", "value"]]
+        out += [_md_table(pooled), "![parity](parity.png)", "![learning curve](learning_curve.png)", ""]
     out += [f"## Top {top_n} candidates", "", f"{len(ranked)} candidates screened. Score = prediction "
             "- kappa x uncertainty (lower is better).", "",
             _md_table(ranked.head(top_n)[["rank", "candidate_id", "family", "formula", "prediction", "uncertainty", "score"]]
@@ -165,7 +185,12 @@ def run(inputs: Mapping[str, str], out_dir: str, settings: dict[str, Any], label
     targets = tables.read_table(inputs["targets"], tables.LABEL_TARGETS) if inputs.get("targets") else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    parity_plot(data["oof"], target, out / "parity.png")
+    oof = data["oof"]
+    parity_plot(oof[oof["target"] == target] if "target" in oof.columns and (oof["target"] == target).any() else oof,
+                target, out / "parity.png")
+    if inputs.get("learning_curve"):
+        learning_curve_plot(tables.read_table(inputs["learning_curve"], tables.LEARNING_CURVE), target,
+                            out / "learning_curve.png")
     prediction_plot(data["ranked"], target, out / "predictions.png")
     top_n = int(settings.get("top_n", 20))
     changes = None

@@ -1,17 +1,22 @@
 """Stage 6: predict every candidate, rank, and choose the next candidates to label.
 
-Prediction runs per shard (one job per shard on a cluster); :func:`rank` gathers the
-shards. The score is an optimistic (lower-confidence-bound) estimate for a target that is
-minimised: ``score = prediction - kappa * uncertainty`` (``maximize`` flips the sign), so
-that ``kappa = 0`` ranks by prediction alone. The next candidates to label are those with
-the best score among the not yet labeled, which trades exploitation against exploration
-through the same ``kappa``.
+Prediction runs per shard (one job per shard on a cluster), in blocks of ``screen.block_rows``
+rows, with every model of ``model.json`` (one per ``train.target``): each target's prediction
+and calibrated uncertainty are the columns ``pred__<target>`` and ``std__<target>``.
+:func:`rank` gathers the shards. Only candidates inside every ``screen.filters`` window (on
+predicted targets, e.g. a band gap between 1 and 3 eV) are ranked; the score is an optimistic
+(lower-confidence-bound) estimate of the ``screen.rank_by`` target, minimised:
+``score = prediction - kappa * uncertainty`` (``maximize`` flips the sign), so that
+``kappa = 0`` ranks by prediction alone. The next candidates to label are those with the best
+score among the not yet labeled, which trades exploitation against exploration through the
+same ``kappa``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,80 +25,166 @@ import pandas as pd
 
 from matscreen import tables
 from matscreen.atomic import atomic_path, outputs_together
+from matscreen.config import build_settings, settings_dict
 from matscreen.provenance import provenance
-from matscreen.train import Ensemble
+from matscreen.train import Ensemble, load_models
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ScreenSettings:
+    """The ``screen:`` config section, resolved once; the schema holds the defaults."""
+
+    rank_by: str | None
+    filters: tuple[Mapping[str, Any], ...]
+    kappa: float
+    maximize: bool
+    top_n: int
+    next_to_label: int
+    block_rows: int
+    threads: int
+
+
+def settings(section: Mapping[str, Any] | ScreenSettings | None) -> ScreenSettings:
+    return build_settings(ScreenSettings, "screen", section)
+
+
+def pred_column(target: str) -> str:
+    return f"pred__{target}"
+
+
+def std_column(target: str) -> str:
+    return f"std__{target}"
+
+
 def predict(
-    model: Ensemble, candidates: pd.DataFrame, features: pd.DataFrame,
+    model: Ensemble | Mapping[str, Ensemble], candidates: pd.DataFrame, features: pd.DataFrame,
     candidates_name: str = "candidates", features_name: str = "features",
+    block_rows: int = 100_000, threads: int = 1,
 ) -> pd.DataFrame:
     """Predictions for one shard, in the PREDICTIONS contract (score and rank not yet set).
 
     Each candidate must have exactly one feature row and each feature row its candidate
     (:func:`matscreen.tables.join_one_to_one`): a swapped or empty feature shard would
-    otherwise give every candidate NaN features and the same prediction.
+    otherwise give every candidate NaN features and the same prediction. ``prediction`` and
+    ``uncertainty`` are the first (primary) target's; every target has its own columns.
     """
+    models = {model.target: model} if isinstance(model, Ensemble) else dict(model)
     df = tables.join_one_to_one(candidates[["candidate_id", "family", "formula"]], features, "candidate_id",
                                 left_name=candidates_name, right_name=features_name, complete="both")
-    if len(df):
-        mean, std = model.predict(df)
-    else:
-        mean = std = np.zeros(0)
+    n = len(df)
     out = df[["candidate_id", "family", "formula"]].copy()
-    out["prediction"] = mean
-    out["uncertainty"] = std
+    cols: dict[str, np.ndarray] = {}
+    for target, ens in models.items():
+        mean, std = np.empty(n), np.empty(n)
+        for start in range(0, n, block_rows):
+            stop = min(start + block_rows, n)
+            mean[start:stop], std[start:stop] = ens.predict(df.iloc[start:stop], num_threads=threads)
+        cols[pred_column(target)], cols[std_column(target)] = mean, std
+    primary = next(iter(models))
+    out["target"] = primary
+    out["prediction"] = cols[pred_column(primary)]
+    out["uncertainty"] = cols[std_column(primary)]
+    out["passes_filters"] = pd.array([pd.NA] * n, dtype="boolean")
     out["score"] = np.nan
-    out["rank"] = pd.array([pd.NA] * len(out), dtype="Int64")
+    out["rank"] = pd.array([pd.NA] * n, dtype="Int64")
+    for name, values in cols.items():
+        out[name] = values
     return out
 
 
-def score(predictions: pd.DataFrame, settings: Mapping[str, Any]) -> np.ndarray:
-    kappa = float(settings.get("kappa", 1.0))
-    sign = -1.0 if settings.get("maximize", False) else 1.0
-    return sign * predictions["prediction"].to_numpy() - kappa * predictions["uncertainty"].fillna(0).to_numpy()
+def score(predictions: pd.DataFrame, settings_: Mapping[str, Any] | ScreenSettings) -> np.ndarray:
+    s = settings(settings_)
+    sign = -1.0 if s.maximize else 1.0
+    return sign * predictions["prediction"].to_numpy(dtype=np.float64) - \
+        float(s.kappa) * predictions["uncertainty"].fillna(0).to_numpy(dtype=np.float64)
 
 
-def rank(predictions: pd.DataFrame, settings: Mapping[str, Any]) -> pd.DataFrame:
-    """Score and rank all candidates (ties broken by candidate_id for reproducibility)."""
+def _column(df: pd.DataFrame, target: str, kind: str, key: str) -> np.ndarray:
+    col = pred_column(target) if kind == "pred" else std_column(target)
+    if col in df.columns:
+        return df[col].to_numpy(dtype=np.float64)
+    if kind == "pred" and "target" in df.columns and len(df) and (df["target"] == target).all():
+        return df["prediction"].to_numpy(dtype=np.float64)
+    have = sorted(c[len("pred__"):] for c in df.columns if c.startswith("pred__"))
+    raise ValueError(f"{key}: no predictions of {target!r} (the model predicts {', '.join(have) or 'one target only'})")
+
+
+def filter_mask(predictions: pd.DataFrame, s: ScreenSettings) -> np.ndarray:
+    """Candidates inside every ``screen.filters`` window (on the predicted mean)."""
+    ok = np.ones(len(predictions), dtype=bool)
+    for i, f in enumerate(s.filters):
+        values = _column(predictions, f["target"], "pred", f"screen.filters[{i}].target")
+        with np.errstate(invalid="ignore"):
+            if f.get("min") is not None:
+                ok &= values >= float(f["min"])
+            if f.get("max") is not None:
+                ok &= values <= float(f["max"])
+    return ok
+
+
+def rank(predictions: pd.DataFrame, settings_: Mapping[str, Any] | ScreenSettings) -> pd.DataFrame:
+    """Filter, score and rank all candidates (ties broken by candidate_id for reproducibility).
+
+    Candidates outside a filter window stay in the table after the ranked ones, with no rank.
+    """
+    s = settings(settings_)
     df = predictions.copy()
-    df["score"] = score(df, settings)
-    df = df.sort_values(["score", "candidate_id"], kind="mergesort").reset_index(drop=True)
-    df["rank"] = np.arange(1, len(df) + 1, dtype="int64")
+    if "passes_filters" not in df.columns:  # shards of a one-target model written by older code
+        df["target"] = df.get("target")
+        df["passes_filters"] = pd.NA
+    if s.rank_by is not None:
+        df["prediction"] = _column(df, s.rank_by, "pred", "screen.rank_by")
+        if std_column(s.rank_by) in df.columns:
+            df["uncertainty"] = df[std_column(s.rank_by)]
+        df["target"] = s.rank_by
+    passes = filter_mask(df, s)
+    df["passes_filters"] = passes
+    df["score"] = score(df, s)
+    df["_out"] = ~passes
+    df = df.sort_values(["_out", "score", "candidate_id"], kind="mergesort").drop(columns="_out").reset_index(drop=True)
+    n_pass = int(passes.sum())
+    df["rank"] = pd.array(list(range(1, n_pass + 1)) + [pd.NA] * (len(df) - n_pass), dtype="Int64")
     return df
 
 
-def next_to_label(ranked: pd.DataFrame, labeled_candidates: set[str], settings: Mapping[str, Any]) -> pd.DataFrame:
-    """The best-scored candidates that have no label yet, at most ``next_to_label`` of them."""
-    n = int(settings.get("next_to_label", 10))
-    fresh = ranked[~ranked["candidate_id"].isin(labeled_candidates)]
-    return fresh.head(n).reset_index(drop=True)
+def next_to_label(ranked: pd.DataFrame, labeled_candidates: set[str],
+                  settings_: Mapping[str, Any] | ScreenSettings) -> pd.DataFrame:
+    """The best-scored candidates that pass the filters and have no label yet, at most ``next_to_label``."""
+    s = settings(settings_)
+    fresh = ranked[~ranked["candidate_id"].isin(labeled_candidates) & ranked["rank"].notna()]
+    return fresh.head(s.next_to_label).reset_index(drop=True)
 
 
-def run_predict(model_path: str, candidates_path: str, features_path: str, out_path: str, config_hash: str = "") -> None:
-    model = Ensemble.load(model_path)
+def run_predict(model_path: str, candidates_path: str, features_path: str, out_path: str, config_hash: str = "",
+                settings_: Mapping[str, Any] | ScreenSettings | None = None) -> None:
+    s = settings(settings_)
+    models = load_models(model_path)
     candidates = tables.read_table(candidates_path, tables.CANDIDATES)
     features = tables.read_table(features_path, tables.CANDIDATE_FEATURES)
-    preds = predict(model, candidates, features, str(candidates_path), str(features_path))
-    tables.write_table(preds, out_path, tables.PREDICTIONS, provenance("screen", {"model": Path(model_path).name}, config_hash))
-    log.info("%s: predicted %d candidates", candidates_path, len(preds))
+    preds = predict(models, candidates, features, str(candidates_path), str(features_path), s.block_rows, s.threads)
+    tables.write_table(preds, out_path, tables.PREDICTIONS,
+                       provenance("screen", {"model": Path(model_path).name, "targets": list(models)}, config_hash))
+    log.info("%s: predicted %d candidates (%s)", candidates_path, len(preds), ", ".join(models))
 
 
 def run_rank(
     prediction_paths: list[str], targets_path: str, ranked_out: str, top_csv: str, next_out: str,
-    settings: dict[str, Any], config_hash: str = "",
+    settings_: Mapping[str, Any] | ScreenSettings, config_hash: str = "",
 ) -> None:
+    s = settings(settings_)
     preds = tables.read_tables(prediction_paths, tables.PREDICTIONS)
-    ranked = rank(preds, settings)
+    ranked = rank(preds, s)
     targets = tables.read_table(targets_path, tables.LABEL_TARGETS)
     labeled = set(targets["candidate_id"].dropna())
-    prov = provenance("screen", settings, config_hash)
-    top = ranked.head(int(settings.get("top_n", 50)))
+    prov = provenance("screen", settings_dict(s), config_hash)
+    top = ranked[ranked["rank"].notna()].head(s.top_n)
     with outputs_together([ranked_out, next_out, top_csv]):
         tables.write_tables([(ranked, ranked_out, tables.PREDICTIONS),
-                             (next_to_label(ranked, labeled, settings), next_out, tables.PREDICTIONS)], prov)
+                             (next_to_label(ranked, labeled, s), next_out, tables.PREDICTIONS)], prov)
         with atomic_path(top_csv) as tmp:
             top.to_csv(tmp, index=False, float_format="%.6g")
-    log.info("ranked %d candidates; top %d written to %s", len(ranked), len(top), top_csv)
+    n_pass = int(ranked["rank"].notna().sum())
+    log.info("ranked %d of %d candidates (%d outside the screen.filters windows); top %d written to %s",
+             n_pass, len(ranked), len(ranked) - n_pass, len(top), top_csv)

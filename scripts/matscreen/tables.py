@@ -277,15 +277,16 @@ REFERENCE_LABELS = Table(
 EXTERNAL_LABELS = Table(
     name="external_labels",
     filename="external_labels.parquet",
-    description="Labels from outside matscreen (train.external_labels), featurized and trained on with the PySCF labels.",
-    key=("structure_id",),
+    description="Labels from outside matscreen (train.external_labels), featurized and trained on with the PySCF labels; one row per (table row, target).",
+    key=("structure_id", "target"),
     columns=(
         Column("structure_id", "string", "'x-' + hash of the row (file name, row, formula, sites)", nullable=False),
         Column("source", "string", "the external table's path", nullable=False),
         Column("row", "int64", "row number in that table (1 = first data row)", nullable=False),
         *_IDENTITY,
-        *(Column(f"{s}_species", "string", f"occupancy of site {s} if the table gives it") for s in SITE_LABELS),
-        Column("target", "string", "name of the labeled quantity (train.target)", nullable=False),
+        *(Column(f"{s}_species", "string", f"occupancy of site {s} if the table gives it or it was inferred from the formula") for s in SITE_LABELS),
+        Column("site_source", "string", "'given' (site columns of the table), 'inferred' (from the formula: oxidation-state guesses, Shannon radii, coordination) or null (composition features only)"),
+        Column("target", "string", "name of the labeled quantity (one of train.target)", nullable=False),
         Column("value", "float64", "the label, in the units of the target", nullable=False),
     ),
 )
@@ -317,11 +318,13 @@ STRUCTURE_FEATURES = Table(
 CV_METRICS = Table(
     name="cv_metrics",
     filename="cv_metrics.parquet",
-    description="Cross-validation metrics of the trained model, per fold and overall.",
-    key=("fold", "metric"),
+    description="Cross-validation metrics of the trained models, per target, per fold and overall (pooled out-of-fold, also per family).",
+    key=("target", "fold", "family", "metric"),
     columns=(
+        Column("target", "string", "the model's target (train.target)", nullable=False),
         Column("fold", "string", "fold number or 'all' (pooled out-of-fold)", nullable=False),
-        Column("metric", "string", "mae, rmse (units of the target), r2, spearman, coverage_1sigma (fraction of |error| <= ensemble std), n_train, n_test", nullable=False),
+        Column("family", "string", "'all' or a family (pooled out-of-fold rows of that family; 'unknown' when not known)", nullable=False),
+        Column("metric", "string", "mae, rmse (units of the target), r2, spearman, coverage_1sigma (fraction of |error| <= raw ensemble std), coverage_1sigma_calibrated (with the calibration factor, cross-fitted: each fold's factor from the other folds), calibration_factor, n_train, n_test, n_folds; for stability targets stable_fraction, stable_precision, stable_recall, stable_f1 (of 'value < train.stability.threshold_ev_per_atom'), stable_top_n_hit_rate, stable_enrichment_top_n (hit rate in the N lowest predictions / stable_fraction)", nullable=False),
         Column("value", "float64", "metric value; NaN where undefined (e.g. spearman on fewer than 3 test rows)"),
     ),
 )
@@ -329,29 +332,51 @@ CV_METRICS = Table(
 OOF_PREDICTIONS = Table(
     name="oof_predictions",
     filename="oof_predictions.parquet",
-    description="Out-of-fold predictions of every labeled structure.",
-    key=("structure_id",),
+    description="Out-of-fold predictions of every labeled structure, per target.",
+    key=("target", "structure_id"),
     columns=(
+        Column("target", "string", "the model's target (train.target)", nullable=False),
         Column("structure_id", "string", "structure hash", nullable=False),
+        Column("family", "string", "family of the structure ('unknown' when not known)"),
         Column("fold", "int64", "CV fold the structure was held out in", nullable=False),
         Column("y_true", "float64", "label (train target, units of the target)", nullable=False),
         Column("y_pred", "float64", "out-of-fold prediction", nullable=False),
-        Column("y_std", "float64", "ensemble standard deviation (uncertainty)"),
+        Column("y_std", "float64", "ensemble standard deviation (uncertainty), before calibration"),
+        Column("y_std_calibrated", "float64", "y_std times the model's calibration factor"),
+    ),
+)
+
+LEARNING_CURVE = Table(
+    name="learning_curve",
+    filename="learning_curve.parquet",
+    description="Out-of-fold error vs training-set size (single boosters on a fraction of each training fold's groups, the CV folds).",
+    key=("target", "train_fraction"),
+    columns=(
+        Column("target", "string", "the model's target", nullable=False),
+        Column("train_fraction", "float64", "fraction of each training fold's CV groups trained on", nullable=False),
+        Column("n_train", "float64", "mean training rows over the folds", nullable=False),
+        Column("n_test", "int64", "held-out rows predicted", nullable=False),
+        Column("mae", "float64", "mean absolute out-of-fold error (units of the target)", nullable=False),
+        Column("rmse", "float64", "root-mean-square out-of-fold error (units of the target)", nullable=False),
     ),
 )
 
 PREDICTIONS = Table(
     name="predictions",
     filename="predictions/part-*.parquet; ranked.parquet",
-    description="Model predictions for candidates, ranked by the screening score.",
+    description="Model predictions for candidates, ranked by the screening score. Extra float64 columns "
+                "'pred__<target>' and 'std__<target>' hold every model's prediction and calibrated uncertainty.",
     key=("candidate_id",),
+    extra_dtype="float64",
     columns=(
         Column("candidate_id", "string", "candidate hash", nullable=False),
         *_IDENTITY,
+        Column("target", "string", "target that 'prediction' is (screen.rank_by)"),
         Column("prediction", "float64", "predicted target (units of the target)"),
-        Column("uncertainty", "float64", "ensemble standard deviation"),
+        Column("uncertainty", "float64", "ensemble standard deviation times the model's calibration factor"),
+        Column("passes_filters", "bool", "inside every screen.filters window (null before ranking)"),
         Column("score", "float64", "screening score (lower is better): prediction - kappa * uncertainty for minimisation"),
-        Column("rank", "int64", "1 = best; null before ranking"),
+        Column("rank", "int64", "1 = best among the candidates that pass the filters; null before ranking and for those that do not"),
     ),
 )
 
@@ -359,7 +384,7 @@ ALL_TABLES: dict[str, Table] = {
     t.name: t
     for t in (
         STRUCTURES, REJECTS, CANDIDATES, FUNNEL, LABEL_TARGETS, LABELS, REFERENCES, REFERENCE_LABELS, EXTERNAL_LABELS,
-        CANDIDATE_FEATURES, STRUCTURE_FEATURES, CV_METRICS, OOF_PREDICTIONS, PREDICTIONS,
+        CANDIDATE_FEATURES, STRUCTURE_FEATURES, CV_METRICS, OOF_PREDICTIONS, LEARNING_CURVE, PREDICTIONS,
     )
 }
 

@@ -10,6 +10,7 @@ rule report:
         references=rules.gather_labels.output.references,
         metrics=rules.train.output.metrics,
         oof=rules.train.output.oof,
+        learning_curve=rules.train.output.learning_curve,
         ranked=rules.rank.output.ranked,
         next_up=rules.rank.output.next,
         targets="results/label/targets.parquet",
@@ -17,11 +18,12 @@ rule report:
         summary=report("results/report/summary.md", caption="../report/summary.rst", category="Summary"),
         parity=report("results/report/parity.png", caption="../report/parity.rst", category="Model"),
         predictions=report("results/report/predictions.png", caption="../report/predictions.rst", category="Screening"),
+        learning_curve=report("results/report/learning_curve.png", caption="../report/learning_curve.rst", category="Model"),
     params:
         out_dir=lambda w, output: os.path.dirname(output.summary),
         settings=config["report"],
         label_settings=config["label"],
-        target=config["train"].get("target", "formation_energy_ev_per_atom"),
+        target=config["screen"]["rank_by"] or ([config["train"]["target"]] if isinstance(config["train"]["target"], str) else config["train"]["target"])[0],
     log:
         "logs/report/report.log",
     conda:

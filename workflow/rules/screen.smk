@@ -6,6 +6,9 @@ rule predict:
         features="results/featurize/candidates/part-{shard}.parquet",
     output:
         "results/screen/predictions/part-{shard}.parquet",
+    params:
+        settings=config["screen"],
+    threads: config["screen"]["threads"]
     log:
         "logs/screen/predict-{shard}.log",
     conda:

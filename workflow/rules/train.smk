@@ -14,16 +14,19 @@ rule prepare_external_labels:
         "../../scripts/prepare_external_labels.py"
 
 
-# Stage 5: LightGBM ensemble with grouped cross-validation on the PySCF (and external) labels.
+# Stage 5: LightGBM ensembles (one per train.target) with grouped cross-validation on the PySCF
+# (and external) labels, calibrated uncertainty and a learning curve.
 rule train:
     input:
         unpack(external_label_inputs),
         features=rules.featurize_labeled.output[0],
         labels=rules.gather_labels.output.labels,
+        targets="results/label/targets.parquet",
     output:
         model="results/train/model.json",
         metrics="results/train/cv_metrics.parquet",
         oof="results/train/oof_predictions.parquet",
+        learning_curve="results/train/learning_curve.parquet",
     params:
         settings=config["train"],
         seed=config["seed"],
