@@ -14,21 +14,24 @@ import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from matscreen import label, label_pyscf, label_refs, tables
+from matscreen import label, tables
+from matscreen.label import pyscf as label_pyscf
+from matscreen.label import refs as label_refs
 from matscreen.config import ConfigError
 from matscreen.ids import structure_id
 
 
 def test_unsupported_elements_default_settings() -> None:
     # gth-szv-molopt-sr has no lanthanides; Sr, Ti, O are covered; 'Xx' is no element
-    assert label.unsupported_elements(["Sr", "Ti", "O"], {}) == []
-    assert label.unsupported_elements(["La", "Sr", "Ce", "O", "La"], {}) == ["Ce", "La"]
-    assert label.unsupported_elements(["Xx"], {}) == ["Xx"]
+    s = label.resolve_settings({})
+    assert label.unsupported_elements(["Sr", "Ti", "O"], s) == []
+    assert label.unsupported_elements(["La", "Sr", "Ce", "O", "La"], s) == ["Ce", "La"]
+    assert label.unsupported_elements(["Xx"], s) == ["Xx"]
 
 
 def test_unsupported_elements_follows_settings() -> None:
     # plain gth-szv covers H-Ar and Ga-As only: Sr and Ti become unsupported
-    assert label.unsupported_elements(["Sr", "Ti", "O", "Ga"], {"basis": "gth-szv"}) == ["Sr", "Ti"]
+    assert label.unsupported_elements(["Sr", "Ti", "O", "Ga"], label.resolve_settings({"basis": "gth-szv"})) == ["Sr", "Ti"]
 
 
 def test_resolve_settings_rejects_unknown_key() -> None:
@@ -98,9 +101,10 @@ def test_resources_grow_with_cell_and_attempt() -> None:
     spinel = Structure.from_spacegroup("Fd-3m:2", Lattice.cubic(8.08), ["Mg", "Al", "O"],
                                        [[0.125, 0.125, 0.125], [0.5, 0.5, 0.5], [0.2624, 0.2624, 0.2624]]).get_primitive_structure()
     assert len(spinel) == 14
-    small = label.estimate_resources(srtio3(), {})
-    large = label.estimate_resources(spinel, {"resources": {"min_mem_mb": 100, "min_runtime": 1}})
-    small_unfloored = label.estimate_resources(srtio3(), {"resources": {"min_mem_mb": 100, "min_runtime": 1}})
+    unfloored = label.resolve_settings({"resources": {"min_mem_mb": 100, "min_runtime": 1}})
+    small = label.estimate_resources(srtio3(), label.resolve_settings({}))
+    large = label.estimate_resources(spinel, unfloored)
+    small_unfloored = label.estimate_resources(srtio3(), unfloored)
     assert {"mem_mb", "runtime", "threads"} <= set(small)
     assert large["mem_mb"] > small_unfloored["mem_mb"] and large["runtime"] >= small_unfloored["runtime"]
     assert small["mem_mb"] >= 1000 and small["runtime"] >= 5  # config floors
@@ -115,7 +119,7 @@ def test_attempt_plan_forces_1e_for_sc_and_y() -> None:
     plan = label_pyscf.attempt_plan(sc, s)
     assert plan[0]["init_guess"] == "1e"
     assert label_pyscf.attempt_plan(srtio3(), s)[0]["init_guess"] == "minao"
-    assert len(plan) == 1 + len(s["failure_ladder"])
+    assert len(plan) == 1 + len(s.failure_ladder)
 
 
 # --- element references ----------------------------------------------------------------------
@@ -123,18 +127,18 @@ def test_attempt_plan_forces_1e_for_sc_and_y() -> None:
 
 def test_every_reference_phase_builds_with_sane_geometry() -> None:
     s = label.resolve_settings({})
-    table = label_refs.load_reference_table(s["references"]["file"])
+    table = label_refs.load_reference_table(s.references.file)
     required = ("Li Na K Rb Cs Be Mg Ca Sr Ba Sc Ti V Cr Mn Fe Co Ni Cu Zn Y Zr Nb Mo Ru Rh Pd Ag Cd "
                 "Hf Ta W Re Os Ir Pt Au Al Ga In Sn Pb Bi Sb Si Ge O S Se F Cl Br I N H").split()
     assert not [el for el in required if el not in table]
     assert label.unsupported_elements(table, s) == []  # the default basis covers every listed element
     for el in table:
-        ph = label_refs.build_reference(el, s["references"]["file"], 10.0)
+        ph = label_refs.build_reference(el, s.references.file, 10.0)
         assert {sp.symbol for sp in ph.structure.composition.elements} == {el}
         d = ph.structure.distance_matrix + np.eye(len(ph.structure)) * 99 if len(ph.structure) > 1 else None
         nn = d.min() if d is not None else min(ph.structure.lattice.abc)
         assert 0.7 < nn < 6.1, (el, nn)  # H2 0.74 A ... Cs bcc 5.2 A
-    o = label_refs.build_reference("O", s["references"]["file"], 10.0)
+    o = label_refs.build_reference("O", s.references.file, 10.0)
     assert o.molecule and o.spin == 2
     assert label.compute_reference("Xe", s)["status"] == "unsupported"  # not in the file: recorded, not raised
 
@@ -297,10 +301,10 @@ def test_energy_per_atom_converges_with_kdensity() -> None:
     """Si diamond (2 atoms, |b| = 2.0 /A): kdensity 0.9, 1.4, 1.9 give 2x2x2, 3x3x3, 4x4x4.
     The change in energy per atom shrinks as the k density grows (ke_cutoff 60 to keep it cheap)."""
     s = label.resolve_settings({"ke_cutoff": 60})
-    si = label_refs.build_reference("Si", s["references"]["file"], 10.0).structure
+    si = label_refs.build_reference("Si", s.references.file, 10.0).structure
     energies, meshes = [], []
     for dens in (0.9, 1.4, 1.9):
-        row = label.compute_label(si, "si", {**s, "kpoints": {**s["kpoints"], "kdensity": dens}})
+        row = label.compute_label(si, "si", label.resolve_settings({"ke_cutoff": 60, "kpoints": {"kdensity": dens}}))
         assert row["status"] == "ok"
         energies.append(row["energy_per_atom_ev"])
         meshes.append(row["kmesh"])
