@@ -190,17 +190,14 @@ def test_reproduces_pyscf_diamond_shifted_222_via_run_structure(tmp_path: Path) 
 # --- preflight, ladder, cache, atomicity ---------------------------------------------------------
 
 
-def test_preflight_unsupported_names_element_without_scf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_scf(*a: object, **k: object) -> None:
-        raise AssertionError("SCF must not run for an unsupported structure")
-
-    monkeypatch.setattr(label_pyscf, "run_scf", no_scf)
+def test_preflight_unsupported_names_element_without_scf(tmp_path: Path, replay_scf) -> None:
     lao = Structure(Lattice.cubic(3.79), ["La", "Al", "O", "O", "O"],
                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
     (sid,) = write_targets(tmp_path / "t.parquet", [lao])
     label.run_structure(str(tmp_path / "t.parquet"), sid, str(tmp_path / "o.parquet"), {"store": str(tmp_path / "st")})
     row = tables.read_table(tmp_path / "o.parquet", tables.LABELS).iloc[0]
     assert row["status"] == "unsupported" and "La" in row["error"] and pd.isna(row["energy_ha"])
+    assert replay_scf.calls == [], "no SCF for an unsupported structure"
 
 
 def test_failure_ladder_records_failed_with_reason(tmp_path: Path) -> None:
@@ -235,25 +232,24 @@ def test_crashing_attempt_is_recorded_not_raised(monkeypatch: pytest.MonkeyPatch
     assert res.status == "ok" and res.attempts == 2 and "IndexError" in res.history[0]["error"]
 
 
-def test_store_hit_is_copied_not_recomputed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_store_hit_is_copied_not_recomputed(tmp_path: Path, replay_scf) -> None:
     settings = {**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1]}, "store": str(tmp_path / "store")}
     (sid,) = write_targets(tmp_path / "t.parquet", [diamond_primitive()])
-    calls: list[int] = []
-    real = label_pyscf.run_scf
-    monkeypatch.setattr(label_pyscf, "run_scf", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = replay_scf.calls
     label.run_structure(str(tmp_path / "t.parquet"), sid, str(tmp_path / "a.parquet"), settings)
     label.run_structure(str(tmp_path / "t.parquet"), sid, str(tmp_path / "b.parquet"), settings)
-    assert calls == [1]
+    assert len(calls) == 1
     a = tables.read_table(tmp_path / "a.parquet", tables.LABELS)
     b = tables.read_table(tmp_path / "b.parquet", tables.LABELS)
     pd.testing.assert_frame_equal(a, b)
     assert label.store_path(settings, "structures", sid).is_file()
     # another setting is another entry: computed again
     label.run_structure(str(tmp_path / "t.parquet"), sid, str(tmp_path / "c.parquet"), {**settings, "conv_tol": 1e-8})
-    assert calls == [1, 1]
+    assert len(calls) == 2
+    assert a["energy_ha"][0] == pytest.approx(-10.221426445656439, abs=1e-6)  # PySCF's number, replayed
 
 
-def test_killed_job_leaves_no_store_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_job_leaves_no_store_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replay_scf) -> None:
     settings = {**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1]}, "store": str(tmp_path / "store")}
     st = diamond_primitive()
     sid = structure_id(st)
@@ -368,3 +364,114 @@ def test_kpoint_cells_that_lose_pseudopotential_terms_are_rebuilt_tighter():
     assert label_pyscf.pp_screening_error(cell, [2, 2, 2]) < label_pyscf.PP_SCREENING_TOL_HA
     default = label_pyscf.checked_cell(kcaf3, label.resolve_settings({}), [2, 2, 2])
     assert default.precision == 1e-8, "the shipped precision needs no rebuild"
+
+
+# --- typed settings: the hash is pinned ---------------------------------------------------------
+
+#: Settings hashes of the code before LabelSettings (commit acbc868): the label store is keyed by
+#: them, so a refactoring that changes one would orphan every stored label.
+PINNED_HASHES = {
+    "default": "7d1d25c734ef9365",  # {} = config/config.yaml = config/reference-labels.yaml
+    "relax volume": "4b29c72c0420380c",
+    "pbe": "fe38b057cf54be0d",
+    "no ladder": "d5ed638e3aa69094",
+    "pyscf diamond": "d1a0d82457a56f9a",
+    "tests/config/tiny.yaml": "7a96a3ccd08e7ef1",
+}
+
+
+def test_settings_hash_is_pinned() -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    assert label.settings_hash({}) == PINNED_HASHES["default"]
+    for cfg in ("config/config.yaml", "config/reference-labels.yaml"):
+        section = (yaml.safe_load((root / cfg).read_text()) or {}).get("label") or {}
+        assert label.settings_hash(section) == PINNED_HASHES["default"], cfg
+    tiny = yaml.safe_load((root / "tests/config/tiny.yaml").read_text())["label"]
+    assert label.settings_hash(tiny) == PINNED_HASHES["tests/config/tiny.yaml"]
+    assert label.settings_hash({"relax": "volume"}) == PINNED_HASHES["relax volume"]
+    assert label.settings_hash({"xc": "pbe", "pseudo": "gth-pbe"}) == PINNED_HASHES["pbe"]
+    assert label.settings_hash({"failure_ladder": []}) == PINNED_HASHES["no ladder"]
+    assert label.settings_hash({"kpoints": {"kmesh": [1, 1, 1]}, "mesh": [17, 17, 17],
+                                "spin": {"mode": "restricted"}}) == PINNED_HASHES["pyscf diamond"]
+
+
+def test_label_settings_are_built_once_and_frozen() -> None:
+    import dataclasses
+
+    from matscreen.config import settings_dict
+
+    s = label.resolve_settings({"smearing": {"width": 0.02}})
+    assert label.resolve_settings(s) is s, "an instance passes through unchanged"
+    assert s.smearing.width == 0.02 and s.kpoints.kmesh is None and isinstance(s.failure_ladder, tuple)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.xc = "pbe"  # type: ignore[misc]
+    assert s.hash == label.settings_hash(settings_dict(s)) == label.settings_hash(s)
+    assert s.hash is s.hash, "computed once per instance"
+    assert s.replace(conv_tol=1e-8).hash != s.hash
+
+
+def test_light_modules_import_neither_pyscf_nor_pymatgen() -> None:
+    """What the Snakemake controller imports of the label package (config checks, resource scaling)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from matscreen import label; from matscreen.label.resources import scale_resources; "
+            "from matscreen.label.settings import as_settings; as_settings({}).hash; "
+            "print('pyscf' in sys.modules, 'pymatgen.core' in sys.modules)")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(root / "scripts")}).stdout.split()
+    assert out == ["False", "False"]
+
+
+# --- the checkpoint consults the store (recorded PySCF results) ---------------------------------
+
+
+def test_checkpoint_marks_stored_targets_and_gather_reads_the_store(tmp_path: Path, replay_scf) -> None:
+    """label_files fills the store; the checkpoint's plan then marks the target and its reference
+    ``stored`` (no job), and gather builds the same LABELS/REFERENCES from the store alone."""
+    from matscreen import targets as targets_mod
+
+    src = tmp_path / "diamond.json"
+    diamond_primitive().to(filename=str(src))
+    s = label.resolve_settings({**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1], "reference_kdensity": 0.3},
+                                "store": str(tmp_path / "store")})
+    label.label_files([str(src)], str(tmp_path / "labels.parquet"), s)
+    assert len(replay_scf.calls) == 2  # the structure and C's reference
+    direct = tables.read_table(tmp_path / "labels.parquet", tables.LABELS)
+    assert direct["energy_ha"][0] == pytest.approx(-10.221426445656439, abs=1e-6)
+
+    write_targets(tmp_path / "t.parquet", [diamond_primitive()])
+    raw = tables.read_table(tmp_path / "t.parquet", tables.LABEL_TARGETS)
+    planned, refs = targets_mod.plan_jobs(raw, s)
+    assert planned["stored"].tolist() == [True] and refs.to_dict("records") == [{"element": "C", "stored": True}]
+    assert planned["mem_mb"].iloc[0] >= 1000 and planned["runtime_min"].iloc[0] >= 5 and planned["threads"].iloc[0] == 1
+    tables.write_table(planned, tmp_path / "planned.parquet", tables.LABEL_TARGETS)
+    tables.write_table(refs, tmp_path / "refs.parquet", tables.REFERENCE_TARGETS)
+    label.gather([], [], str(tmp_path / "gathered.parquet"), str(tmp_path / "gathered_refs.parquet"), s,
+                 targets_path=str(tmp_path / "planned.parquet"), reference_targets_path=str(tmp_path / "refs.parquet"))
+    assert len(replay_scf.calls) == 2, "nothing computed again"
+    got = tables.read_table(tmp_path / "gathered.parquet", tables.LABELS)
+    cols = ["structure_id", "energy_ha", "formation_energy_ev_per_atom", "status"]
+    pd.testing.assert_frame_equal(got[cols], direct[cols])
+    # another settings hash: nothing stored, every target and reference is a job again
+    other, other_refs = targets_mod.plan_jobs(raw, s.replace(conv_tol=1e-8))
+    assert other["stored"].tolist() == [False] and other_refs["stored"].tolist() == [False]
+
+
+def test_checkpoint_leaves_out_structures_pysccf_cannot_compute() -> None:
+    """Preflight is asked in target selection: an ingested LaAlO3 (no La in the default basis) is no target,
+    whatever the structures table says (ingest no longer decides it)."""
+    from matscreen import targets as targets_mod
+    from matscreen.ids import structure_id as sid_of
+
+    lao = Structure(Lattice.cubic(3.79), ["La", "Al", "O", "O", "O"],
+                    [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    rows = []
+    for st in (lao, srtio3()):
+        rows.append({"structure_id": sid_of(st), "duplicate_of": None, "family": "perovskite",
+                     "formula": st.composition.formula, "structure": st.to_json()})
+    got = targets_mod.from_structures(pd.DataFrame(rows), {"ingested": True}, label.resolve_settings({}))
+    assert got["formula"].tolist() == ["Sr1 Ti1 O3"]

@@ -43,8 +43,9 @@ direct
 """
 
 
-#: Columns that legitimately differ between two runs of the same calculation.
-VOLATILE_COLUMNS = {"wall_s", "max_rss_mb"}
+#: Columns that legitimately differ between two runs of the same calculation (``stored``: whether
+#: the label store already held a target's label when the targets were chosen).
+VOLATILE_COLUMNS = {"wall_s", "max_rss_mb", "stored"}
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 1200, cores: int = 2) -> subprocess.CompletedProcess:
@@ -134,7 +135,7 @@ def store_entries(work: Path) -> set[str]:
 def computed_in_logs(work: Path, since: float = 0.0) -> dict[str, list[str]]:
     """Which label jobs computed with PySCF rather than copying a store hit (logs written after ``since``).
 
-    label.py logs ``computing label`` / ``computing reference`` on a miss and ``store hit`` on
+    matscreen.label.jobs logs ``computing label`` / ``computing reference`` on a miss and ``store hit`` on
     a hit; Snakemake removes a job's log before running it, so a log describes the job's latest
     run, and ``since`` (a ``time.time()``) leaves out jobs that did not run again.
     """

@@ -199,8 +199,8 @@ LABEL_TARGETS = Table(
         Column("structure", "string", "pymatgen Structure as JSON (the cell that is computed)", nullable=False),
         Column("stored", "bool", "the label store already holds this label (same settings hash) when the targets were chosen: "
                "no label job, gather reads the store entry"),
-        Column("mem_mb", "int64", "estimated memory of the label job, first attempt (null when stored)", "MB"),
-        Column("runtime_min", "int64", "estimated runtime of the label job, first attempt (null when stored)", "min"),
+        Column("mem_mb", "int64", "estimated memory of the label job, first attempt (before label.resources.attempt_factor)", "MB"),
+        Column("runtime_min", "int64", "estimated runtime of the label job, first attempt", "min"),
         Column("threads", "int64", "threads of the label job (label.resources.threads)"),
     ),
 )

@@ -232,21 +232,17 @@ def select_targets(
 
 def plan_jobs(targets: pd.DataFrame, settings: LabelSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The targets with ``stored``, ``mem_mb``, ``runtime_min``, ``threads`` filled, and the
-    REFERENCE_TARGETS of their elements: what is in the store is no job; the rest gets its
+    REFERENCE_TARGETS of their elements: what is in the store is no job; every target gets its
     resource estimate (built from the PySCF cell, here and nowhere else)."""
-    from matscreen.label.gather import reference_elements
+    from matscreen.label.gathering import reference_elements
     from matscreen.label.resources import estimate_resources
     from matscreen.label.store import has_entry
 
     out = targets.copy()
     stored, mem, runtime = [], [], []
     for rec in out.itertuples():
-        hit = has_entry(settings, "structures", rec.structure_id)
-        stored.append(hit)
-        if hit:
-            mem.append(None)
-            runtime.append(None)
-            continue
+        stored.append(has_entry(settings, "structures", rec.structure_id))
+        # estimated for stored targets too: the table's numbers depend on the targets, not on the store
         res = estimate_resources(structure_from_json(rec.structure, f"label target {rec.structure_id}"), settings)
         mem.append(res["mem_mb"])
         runtime.append(res["runtime"])

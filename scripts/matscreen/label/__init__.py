@@ -17,7 +17,8 @@ Modules, along the seams of the stage:
 * :mod:`.hull` -- convex hulls (pymatgen ``PhaseDiagram``) per settings hash and chemical system
 * :mod:`.store` -- the label store: entry paths, atomic write and copy, hit check, get-or-compute
 * :mod:`.jobs` -- one job: ``compute_label``, ``label_structure``, ``run_structure``, references
-* :mod:`.gather` -- formation energies, plausibility window, hull columns, ``gather``, ``label_files``
+* :mod:`.gathering` -- formation energies, plausibility window, hull columns, ``gather``, ``label_files``
+  (not ``gather.py``: a submodule would shadow the re-exported function ``label.gather``)
 * :mod:`.resources` -- ``estimate_resources`` (in the checkpoint), ``scale_resources`` (light import)
 
 The checkpoint that chooses the targets, consults the store and estimates resources is
@@ -55,7 +56,7 @@ _EXPORTS = {
     "store": ("entry_path", "atomic_copy", "get_or_compute"),
     "jobs": ("compute_label", "compute_reference", "label_structure", "label_reference", "run_structure",
              "run_reference", "read_target"),
-    "gather": ("gather", "formation_energies", "flag_implausible", "reference_elements", "read_structures",
+    "gathering": ("gather", "formation_energies", "flag_implausible", "reference_elements", "read_structures",
                "references_path_for", "label_files"),
     "resources": ("estimate_resources", "scale_resources", "CYCLE_COST"),
     "checks": ("check_label_config", "check_pyscf_names"),
@@ -63,7 +64,7 @@ _EXPORTS = {
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 #: older names kept for callers outside this package
 _ALIASES = {"_atomic_copy": ("store", "atomic_copy"), "_read_target": ("jobs", "read_target")}
-_SUBMODULES = ("settings", "checks", "pyscf", "eos", "refs", "hull", "store", "jobs", "gather", "resources")
+_SUBMODULES = ("settings", "checks", "pyscf", "eos", "refs", "hull", "store", "jobs", "gathering", "resources")
 
 __all__ = sorted([*_WHERE, "store_path"])
 
