@@ -475,3 +475,26 @@ def test_checkpoint_leaves_out_structures_pysccf_cannot_compute() -> None:
                      "formula": st.composition.formula, "structure": st.to_json()})
     got = targets_mod.from_structures(pd.DataFrame(rows), {"ingested": True}, label.resolve_settings({}))
     assert got["formula"].tolist() == ["Sr1 Ti1 O3"]
+
+
+@pytest.mark.slow
+def test_dry_run_of_the_default_config_does_not_import_pyscf(tmp_path: Path) -> None:
+    """`snakemake -n` on the shipped config (small ingest input): config validation, the DAG up to
+    the checkpoint, the input functions: the controller never imports PySCF (name checks run in a
+    child process, resource estimates come from the checkpoint's table)."""
+    import shutil
+
+    import yaml
+    from workflow_utils import DATA, snakemake_controller_imports
+
+    root = Path(__file__).resolve().parents[1]
+    work = tmp_path / "run"
+    (work / "in").mkdir(parents=True)
+    shutil.copy(DATA / "perovskite" / "SrTiO3_Pm-3m_pymatgen.json", work / "in" / "SrTiO3.json")
+    cfg = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    cfg["ingest"]["inputs"] = ["in"]
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res, imported = snakemake_controller_imports(work, "-n")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "select_label_targets" in res.stdout + res.stderr
+    assert imported["pyscf"] is False
