@@ -45,7 +45,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from matscreen.config import semantic_check
 from matscreen.label.checks import check_label_config
 
 #: name -> submodule of the re-exported public API
@@ -89,6 +88,14 @@ def store_path(settings: Any, kind: str, key: str) -> Any:
     return entry_path(as_settings(settings), kind, key)
 
 
-# TODO(issue 10): remove once matscreen.config lists check_label_config in SEMANTIC_CHECKS explicitly;
-# until then importing the package registers it (config.check_semantics imports matscreen.label).
-semantic_check(check_label_config)
+def _register_until_config_lists_it() -> None:
+    """TODO(issue 10): delete once ``matscreen.config.SEMANTIC_CHECKS`` lists ``check_label_config``
+    explicitly. Until then ``config.check_semantics`` imports this package to collect the checks,
+    so it is registered here, once, and only while config still has the decorator."""
+    config = importlib.import_module("matscreen.config")  # (partly initialised, if it is importing us)
+    register = getattr(config, "semantic_check", None)
+    if register is not None and check_label_config not in getattr(config, "SEMANTIC_CHECKS", []):
+        register(check_label_config)
+
+
+_register_until_config_lists_it()

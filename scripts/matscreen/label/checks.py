@@ -21,7 +21,6 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from matscreen.config import ConfigError
 
 #: A basis or pseudopotential family covers at least one of these.
 _PROBE = ("O", "H", "Si", "Ti", "Fe", "Ba", "La")
@@ -29,6 +28,8 @@ _PROBE = ("O", "H", "Si", "Ti", "Fe", "Ba", "La")
 
 def check_label_config(config: dict[str, Any]) -> None:
     """Element symbols, the reference-phase file and the PySCF names of the ``label:`` section."""
+    from matscreen.config import ConfigError  # here: matscreen.config may import this module
+
     sec = config.get("label") or {}
     for el in (sec.get("spin") or {}).get("magnetic_moments") or {}:
         if not _is_element(el):
@@ -51,6 +52,8 @@ def check_label_config(config: dict[str, Any]) -> None:
 
 def check_pyscf_names(settings: Any) -> None:
     """``label.xc``, ``label.basis`` and ``label.pseudo`` of a LabelSettings, checked in this process."""
+    from matscreen.config import ConfigError
+
     errors = pyscf_name_errors(settings.xc, settings.basis, settings.pseudo)
     if errors:
         raise ConfigError(errors[0])
@@ -75,6 +78,8 @@ def _name_errors_in_child(xc: str | None, basis: str | None, pseudo: str | None)
     res = subprocess.run([sys.executable, "-c", code, scripts, json.dumps([xc, basis, pseudo])],
                          capture_output=True, text=True, timeout=300)
     if res.returncode != 0:
+        from matscreen.config import ConfigError
+
         raise ConfigError(f"config key 'label': could not check the PySCF names ({res.stderr.strip().splitlines()[-1:]})")
     return list(json.loads(res.stdout.strip().splitlines()[-1]))
 
