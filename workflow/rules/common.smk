@@ -68,6 +68,8 @@ def label_targets_path():
 
 def _jobs(targets):
     """Targets that are label jobs: the checkpoint found no store entry for them."""
+    if "stored" not in targets.columns:  # a targets table of an older matscreen: everything is a job
+        return targets
     return targets[~targets["stored"].astype("boolean").fillna(False).astype(bool)]
 
 
@@ -94,9 +96,11 @@ def _label_resources(structure_id, attempt):
 
     row = _targets("results/label/targets.parquet").set_index("structure_id").loc[structure_id]
     r = config["label"]["resources"]
-    mem = row["mem_mb"] if pd_notna(row["mem_mb"]) else r["min_mem_mb"]
-    runtime = row["runtime_min"] if pd_notna(row["runtime_min"]) else r["min_runtime"]
-    return scale_resources({"mem_mb": int(mem), "runtime": int(runtime)}, attempt, r["attempt_factor"])
+    mem = row.get("mem_mb")
+    runtime = row.get("runtime_min")
+    mem = int(mem) if pd_notna(mem) else r["min_mem_mb"]  # no estimate (older table): the configured floor
+    runtime = int(runtime) if pd_notna(runtime) else r["min_runtime"]
+    return scale_resources({"mem_mb": mem, "runtime": runtime}, attempt, r["attempt_factor"])
 
 
 def pd_notna(value):
