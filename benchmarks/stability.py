@@ -74,7 +74,7 @@ def main() -> None:
     own = float(labels.loc[labels["origin"] != "competing", "wall_s"].sum())
     comp = float(labels.loc[labels["origin"] == "competing", "wall_s"].sum())
     ref = float(refs["wall_s"].sum())
-    print(f"\nsystem {args.system}, relax {args.relax}, basis {label.resolve_settings(settings)['basis']}, "
+    print(f"\nsystem {args.system}, relax {args.relax}, basis {label.resolve_settings(settings).basis}, "
           f"settings {label.settings_hash(settings)}")
     print(f"compound {own:.0f} s; competing phases {comp:.0f} s ({comp / own:.1f}x the compound, "
           f"{int((labels['origin'] == 'competing').sum())} structures); references {ref:.0f} s ({ref / own:.1f}x); "

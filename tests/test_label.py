@@ -14,21 +14,24 @@ import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from matscreen import label, label_pyscf, label_refs, tables
+from matscreen import label, tables
+from matscreen.label import pyscf as label_pyscf
+from matscreen.label import refs as label_refs
 from matscreen.config import ConfigError
 from matscreen.ids import structure_id
 
 
 def test_unsupported_elements_default_settings() -> None:
     # gth-szv-molopt-sr has no lanthanides; Sr, Ti, O are covered; 'Xx' is no element
-    assert label.unsupported_elements(["Sr", "Ti", "O"], {}) == []
-    assert label.unsupported_elements(["La", "Sr", "Ce", "O", "La"], {}) == ["Ce", "La"]
-    assert label.unsupported_elements(["Xx"], {}) == ["Xx"]
+    s = label.resolve_settings({})
+    assert label.unsupported_elements(["Sr", "Ti", "O"], s) == []
+    assert label.unsupported_elements(["La", "Sr", "Ce", "O", "La"], s) == ["Ce", "La"]
+    assert label.unsupported_elements(["Xx"], s) == ["Xx"]
 
 
 def test_unsupported_elements_follows_settings() -> None:
     # plain gth-szv covers H-Ar and Ga-As only: Sr and Ti become unsupported
-    assert label.unsupported_elements(["Sr", "Ti", "O", "Ga"], {"basis": "gth-szv"}) == ["Sr", "Ti"]
+    assert label.unsupported_elements(["Sr", "Ti", "O", "Ga"], label.resolve_settings({"basis": "gth-szv"})) == ["Sr", "Ti"]
 
 
 def test_resolve_settings_rejects_unknown_key() -> None:
@@ -98,9 +101,10 @@ def test_resources_grow_with_cell_and_attempt() -> None:
     spinel = Structure.from_spacegroup("Fd-3m:2", Lattice.cubic(8.08), ["Mg", "Al", "O"],
                                        [[0.125, 0.125, 0.125], [0.5, 0.5, 0.5], [0.2624, 0.2624, 0.2624]]).get_primitive_structure()
     assert len(spinel) == 14
-    small = label.estimate_resources(srtio3(), {})
-    large = label.estimate_resources(spinel, {"resources": {"min_mem_mb": 100, "min_runtime": 1}})
-    small_unfloored = label.estimate_resources(srtio3(), {"resources": {"min_mem_mb": 100, "min_runtime": 1}})
+    unfloored = label.resolve_settings({"resources": {"min_mem_mb": 100, "min_runtime": 1}})
+    small = label.estimate_resources(srtio3(), label.resolve_settings({}))
+    large = label.estimate_resources(spinel, unfloored)
+    small_unfloored = label.estimate_resources(srtio3(), unfloored)
     assert {"mem_mb", "runtime", "threads"} <= set(small)
     assert large["mem_mb"] > small_unfloored["mem_mb"] and large["runtime"] >= small_unfloored["runtime"]
     assert small["mem_mb"] >= 1000 and small["runtime"] >= 5  # config floors
@@ -115,7 +119,7 @@ def test_attempt_plan_forces_1e_for_sc_and_y() -> None:
     plan = label_pyscf.attempt_plan(sc, s)
     assert plan[0]["init_guess"] == "1e"
     assert label_pyscf.attempt_plan(srtio3(), s)[0]["init_guess"] == "minao"
-    assert len(plan) == 1 + len(s["failure_ladder"])
+    assert len(plan) == 1 + len(s.failure_ladder)
 
 
 # --- element references ----------------------------------------------------------------------
@@ -123,18 +127,18 @@ def test_attempt_plan_forces_1e_for_sc_and_y() -> None:
 
 def test_every_reference_phase_builds_with_sane_geometry() -> None:
     s = label.resolve_settings({})
-    table = label_refs.load_reference_table(s["references"]["file"])
+    table = label_refs.load_reference_table(s.references.file)
     required = ("Li Na K Rb Cs Be Mg Ca Sr Ba Sc Ti V Cr Mn Fe Co Ni Cu Zn Y Zr Nb Mo Ru Rh Pd Ag Cd "
                 "Hf Ta W Re Os Ir Pt Au Al Ga In Sn Pb Bi Sb Si Ge O S Se F Cl Br I N H").split()
     assert not [el for el in required if el not in table]
     assert label.unsupported_elements(table, s) == []  # the default basis covers every listed element
     for el in table:
-        ph = label_refs.build_reference(el, s["references"]["file"], 10.0)
+        ph = label_refs.build_reference(el, s.references.file, 10.0)
         assert {sp.symbol for sp in ph.structure.composition.elements} == {el}
         d = ph.structure.distance_matrix + np.eye(len(ph.structure)) * 99 if len(ph.structure) > 1 else None
         nn = d.min() if d is not None else min(ph.structure.lattice.abc)
         assert 0.7 < nn < 6.1, (el, nn)  # H2 0.74 A ... Cs bcc 5.2 A
-    o = label_refs.build_reference("O", s["references"]["file"], 10.0)
+    o = label_refs.build_reference("O", s.references.file, 10.0)
     assert o.molecule and o.spin == 2
     assert label.compute_reference("Xe", s)["status"] == "unsupported"  # not in the file: recorded, not raised
 
@@ -186,17 +190,14 @@ def test_reproduces_pyscf_diamond_shifted_222_via_run_structure(tmp_path: Path) 
 # --- preflight, ladder, cache, atomicity ---------------------------------------------------------
 
 
-def test_preflight_unsupported_names_element_without_scf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_scf(*a: object, **k: object) -> None:
-        raise AssertionError("SCF must not run for an unsupported structure")
-
-    monkeypatch.setattr(label_pyscf, "run_scf", no_scf)
+def test_preflight_unsupported_names_element_without_scf(tmp_path: Path, replay_scf) -> None:
     lao = Structure(Lattice.cubic(3.79), ["La", "Al", "O", "O", "O"],
                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
     (sid,) = write_targets(tmp_path / "t.parquet", [lao])
     label.run_structure(str(tmp_path / "t.parquet"), sid, str(tmp_path / "o.parquet"), {"store": str(tmp_path / "st")})
     row = tables.read_table(tmp_path / "o.parquet", tables.LABELS).iloc[0]
     assert row["status"] == "unsupported" and "La" in row["error"] and pd.isna(row["energy_ha"])
+    assert replay_scf.calls == [], "no SCF for an unsupported structure"
 
 
 def test_failure_ladder_records_failed_with_reason(tmp_path: Path) -> None:
@@ -231,25 +232,24 @@ def test_crashing_attempt_is_recorded_not_raised(monkeypatch: pytest.MonkeyPatch
     assert res.status == "ok" and res.attempts == 2 and "IndexError" in res.history[0]["error"]
 
 
-def test_store_hit_is_copied_not_recomputed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_store_hit_is_copied_not_recomputed(tmp_path: Path, replay_scf) -> None:
     settings = {**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1]}, "store": str(tmp_path / "store")}
     (sid,) = write_targets(tmp_path / "t.parquet", [diamond_primitive()])
-    calls: list[int] = []
-    real = label_pyscf.run_scf
-    monkeypatch.setattr(label_pyscf, "run_scf", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = replay_scf.calls
     label.run_structure(str(tmp_path / "t.parquet"), sid, str(tmp_path / "a.parquet"), settings)
     label.run_structure(str(tmp_path / "t.parquet"), sid, str(tmp_path / "b.parquet"), settings)
-    assert calls == [1]
+    assert len(calls) == 1
     a = tables.read_table(tmp_path / "a.parquet", tables.LABELS)
     b = tables.read_table(tmp_path / "b.parquet", tables.LABELS)
     pd.testing.assert_frame_equal(a, b)
     assert label.store_path(settings, "structures", sid).is_file()
     # another setting is another entry: computed again
     label.run_structure(str(tmp_path / "t.parquet"), sid, str(tmp_path / "c.parquet"), {**settings, "conv_tol": 1e-8})
-    assert calls == [1, 1]
+    assert len(calls) == 2
+    assert a["energy_ha"][0] == pytest.approx(-10.221426445656439, abs=1e-6)  # PySCF's number, replayed
 
 
-def test_killed_job_leaves_no_store_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_job_leaves_no_store_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replay_scf) -> None:
     settings = {**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1]}, "store": str(tmp_path / "store")}
     st = diamond_primitive()
     sid = structure_id(st)
@@ -297,10 +297,10 @@ def test_energy_per_atom_converges_with_kdensity() -> None:
     """Si diamond (2 atoms, |b| = 2.0 /A): kdensity 0.9, 1.4, 1.9 give 2x2x2, 3x3x3, 4x4x4.
     The change in energy per atom shrinks as the k density grows (ke_cutoff 60 to keep it cheap)."""
     s = label.resolve_settings({"ke_cutoff": 60})
-    si = label_refs.build_reference("Si", s["references"]["file"], 10.0).structure
+    si = label_refs.build_reference("Si", s.references.file, 10.0).structure
     energies, meshes = [], []
     for dens in (0.9, 1.4, 1.9):
-        row = label.compute_label(si, "si", {**s, "kpoints": {**s["kpoints"], "kdensity": dens}})
+        row = label.compute_label(si, "si", label.resolve_settings({"ke_cutoff": 60, "kpoints": {"kdensity": dens}}))
         assert row["status"] == "ok"
         energies.append(row["energy_per_atom_ev"])
         meshes.append(row["kmesh"])
@@ -364,3 +364,137 @@ def test_kpoint_cells_that_lose_pseudopotential_terms_are_rebuilt_tighter():
     assert label_pyscf.pp_screening_error(cell, [2, 2, 2]) < label_pyscf.PP_SCREENING_TOL_HA
     default = label_pyscf.checked_cell(kcaf3, label.resolve_settings({}), [2, 2, 2])
     assert default.precision == 1e-8, "the shipped precision needs no rebuild"
+
+
+# --- typed settings: the hash is pinned ---------------------------------------------------------
+
+#: Settings hashes of the code before LabelSettings (commit acbc868): the label store is keyed by
+#: them, so a refactoring that changes one would orphan every stored label.
+PINNED_HASHES = {
+    "default": "7d1d25c734ef9365",  # {} = config/config.yaml = config/reference-labels.yaml
+    "relax volume": "4b29c72c0420380c",
+    "pbe": "fe38b057cf54be0d",
+    "no ladder": "d5ed638e3aa69094",
+    "pyscf diamond": "d1a0d82457a56f9a",
+    "tests/config/tiny.yaml": "7a96a3ccd08e7ef1",
+}
+
+
+def test_settings_hash_is_pinned() -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    assert label.settings_hash({}) == PINNED_HASHES["default"]
+    for cfg in ("config/config.yaml", "config/reference-labels.yaml"):
+        section = (yaml.safe_load((root / cfg).read_text()) or {}).get("label") or {}
+        assert label.settings_hash(section) == PINNED_HASHES["default"], cfg
+    tiny = yaml.safe_load((root / "tests/config/tiny.yaml").read_text())["label"]
+    assert label.settings_hash(tiny) == PINNED_HASHES["tests/config/tiny.yaml"]
+    assert label.settings_hash({"relax": "volume"}) == PINNED_HASHES["relax volume"]
+    assert label.settings_hash({"xc": "pbe", "pseudo": "gth-pbe"}) == PINNED_HASHES["pbe"]
+    assert label.settings_hash({"failure_ladder": []}) == PINNED_HASHES["no ladder"]
+    assert label.settings_hash({"kpoints": {"kmesh": [1, 1, 1]}, "mesh": [17, 17, 17],
+                                "spin": {"mode": "restricted"}}) == PINNED_HASHES["pyscf diamond"]
+
+
+def test_label_settings_are_built_once_and_frozen() -> None:
+    import dataclasses
+
+    from matscreen.config import settings_dict
+
+    s = label.resolve_settings({"smearing": {"width": 0.02}})
+    assert label.resolve_settings(s) is s, "an instance passes through unchanged"
+    assert s.smearing.width == 0.02 and s.kpoints.kmesh is None and isinstance(s.failure_ladder, tuple)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.xc = "pbe"  # type: ignore[misc]
+    assert s.hash == label.settings_hash(settings_dict(s)) == label.settings_hash(s)
+    assert s.hash is s.hash, "computed once per instance"
+    assert s.replace(conv_tol=1e-8).hash != s.hash
+
+
+def test_light_modules_import_neither_pyscf_nor_pymatgen() -> None:
+    """What the Snakemake controller imports of the label package (config checks, resource scaling)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from matscreen import label; from matscreen.label.resources import scale_resources; "
+            "from matscreen.label.settings import as_settings; as_settings({}).hash; "
+            "print('pyscf' in sys.modules, 'pymatgen.core' in sys.modules)")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(root / "scripts")}).stdout.split()
+    assert out == ["False", "False"]
+
+
+# --- the checkpoint consults the store (recorded PySCF results) ---------------------------------
+
+
+def test_checkpoint_marks_stored_targets_and_gather_reads_the_store(tmp_path: Path, replay_scf) -> None:
+    """label_files fills the store; the checkpoint's plan then marks the target and its reference
+    ``stored`` (no job), and gather builds the same LABELS/REFERENCES from the store alone."""
+    from matscreen import targets as targets_mod
+
+    src = tmp_path / "diamond.json"
+    diamond_primitive().to(filename=str(src))
+    s = label.resolve_settings({**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1], "reference_kdensity": 0.3},
+                                "store": str(tmp_path / "store")})
+    label.label_files([str(src)], str(tmp_path / "labels.parquet"), s)
+    assert len(replay_scf.calls) == 2  # the structure and C's reference
+    direct = tables.read_table(tmp_path / "labels.parquet", tables.LABELS)
+    assert direct["energy_ha"][0] == pytest.approx(-10.221426445656439, abs=1e-6)
+
+    write_targets(tmp_path / "t.parquet", [diamond_primitive()])
+    raw = tables.read_table(tmp_path / "t.parquet", tables.LABEL_TARGETS)
+    planned, refs = targets_mod.plan_jobs(raw, s)
+    assert planned["stored"].tolist() == [True] and refs.to_dict("records") == [{"element": "C", "stored": True}]
+    assert planned["mem_mb"].iloc[0] >= 1000 and planned["runtime_min"].iloc[0] >= 5 and planned["threads"].iloc[0] == 1
+    tables.write_table(planned, tmp_path / "planned.parquet", tables.LABEL_TARGETS)
+    tables.write_table(refs, tmp_path / "refs.parquet", tables.REFERENCE_TARGETS)
+    label.gather([], [], str(tmp_path / "gathered.parquet"), str(tmp_path / "gathered_refs.parquet"), s,
+                 targets_path=str(tmp_path / "planned.parquet"), reference_targets_path=str(tmp_path / "refs.parquet"))
+    assert len(replay_scf.calls) == 2, "nothing computed again"
+    got = tables.read_table(tmp_path / "gathered.parquet", tables.LABELS)
+    cols = ["structure_id", "energy_ha", "formation_energy_ev_per_atom", "status"]
+    pd.testing.assert_frame_equal(got[cols], direct[cols])
+    # another settings hash: nothing stored, every target and reference is a job again
+    other, other_refs = targets_mod.plan_jobs(raw, s.replace(conv_tol=1e-8))
+    assert other["stored"].tolist() == [False] and other_refs["stored"].tolist() == [False]
+
+
+def test_checkpoint_leaves_out_structures_pysccf_cannot_compute() -> None:
+    """Preflight is asked in target selection: an ingested LaAlO3 (no La in the default basis) is no target,
+    whatever the structures table says (ingest no longer decides it)."""
+    from matscreen import targets as targets_mod
+    from matscreen.ids import structure_id as sid_of
+
+    lao = Structure(Lattice.cubic(3.79), ["La", "Al", "O", "O", "O"],
+                    [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    rows = []
+    for st in (lao, srtio3()):
+        rows.append({"structure_id": sid_of(st), "duplicate_of": None, "family": "perovskite",
+                     "formula": st.composition.formula, "structure": st.to_json()})
+    got = targets_mod.from_structures(pd.DataFrame(rows), {"ingested": True}, label.resolve_settings({}))
+    assert got["formula"].tolist() == ["Sr1 Ti1 O3"]
+
+
+@pytest.mark.slow
+def test_dry_run_of_the_default_config_does_not_import_pyscf(tmp_path: Path) -> None:
+    """`snakemake -n` on the shipped config (small ingest input): config validation, the DAG up to
+    the checkpoint, the input functions: the controller never imports PySCF (name checks run in a
+    child process, resource estimates come from the checkpoint's table)."""
+    import shutil
+
+    import yaml
+    from workflow_utils import DATA, snakemake_controller_imports
+
+    root = Path(__file__).resolve().parents[1]
+    work = tmp_path / "run"
+    (work / "in").mkdir(parents=True)
+    shutil.copy(DATA / "perovskite" / "SrTiO3_Pm-3m_pymatgen.json", work / "in" / "SrTiO3.json")
+    cfg = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    cfg["ingest"]["inputs"] = ["in"]
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res, imported = snakemake_controller_imports(work, "-n")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "select_label_targets" in res.stdout + res.stderr
+    assert imported["pyscf"] is False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from workflow_utils import (
     computed_in_logs,
     copy_workdir,
     snakemake,
+    snakemake_controller_imports,
     store_entries,
 )
 
@@ -188,9 +190,10 @@ def refreshed(tmp_path_factory):
     inputs = work / "in put ü"
     (inputs / NEW_NAME).write_text(NEW_POSCAR)
     started = time.time()
-    res = snakemake(work)
+    res, imported = snakemake_controller_imports(work)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-8000:]
-    return work, base, before, started
+    (work / "refresh.out").write_text(res.stdout + res.stderr)
+    return work, base, before, started, imported
 
 
 def _new_id(work: Path) -> str:
@@ -202,18 +205,33 @@ def _new_id(work: Path) -> str:
 
 @pytest.mark.slow
 def test_exactly_one_new_pyscf_calculation(refreshed):
-    work, base, before, started = refreshed
+    work, base, before, started, _ = refreshed
     new_id = _new_id(work)
     added = store_entries(work) - before
     assert [Path(p).parent.name + "/" + Path(p).stem for p in added] == [f"structures/{new_id}"]
     assert computed_in_logs(work, since=started) == {"structures": [new_id], "references": []}
     labels = tables.read_table(work / "results/label/labels.parquet", tables.LABELS)
     old = tables.read_table(base / "results/label/labels.parquet", tables.LABELS)
-    hits = {p.stem for p in (work / "logs/label/structures").glob("*.log")
-            if p.stat().st_mtime >= started and "label store hit" in p.read_text()}
-    assert hits == set(old["structure_id"]), "every earlier label was copied from the store"
+    # the checkpoint found every earlier label (and every reference) in the store: they are no jobs,
+    # gather read them from the store; the run's DAG held exactly one label job
+    out = (work / "refresh.out").read_text()
+    jobs = re.findall(r"^(?:local)?rule (label_structure|label_competing|label_reference):\n(?:.*\n)*?\s+output: (\S+)", out, re.M)
+    assert jobs == [("label_structure", f"results/label/structures/{new_id}.parquet")], jobs
+    targets = tables.read_table(work / "results/label/targets.parquet", tables.LABEL_TARGETS).set_index("structure_id")
+    assert targets["stored"].to_dict() == {sid: sid != new_id for sid in targets.index}
+    refs = tables.read_table(work / "results/label/reference_targets.parquet", tables.REFERENCE_TARGETS)
+    assert refs["stored"].all()
     assert set(labels["structure_id"]) == set(old["structure_id"]) | {new_id}
     assert labels.set_index("structure_id").loc[new_id, "status"] == "ok"
+
+
+@pytest.mark.slow
+def test_the_controller_never_imported_pyscf(refreshed):
+    """Resources of the label job came from the checkpoint's table, scaled in the controller without PySCF."""
+    work, imported = refreshed[0], refreshed[4]
+    assert imported["pyscf"] is False
+    out = (work / "refresh.out").read_text()
+    assert re.search(r"rule label_structure:\n(?:.*\n)*?\s+resources: .*mem_mb=\d+", out)
 
 
 @pytest.mark.slow

@@ -18,8 +18,10 @@ import pytest
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Lattice, Structure
 
-from matscreen import label, label_eos, label_hull, tables
-from matscreen.label_pyscf import HARTREE_EV, SCFResult
+from matscreen import label, tables
+from matscreen.label import eos as label_eos
+from matscreen.label import hull as label_hull
+from matscreen.label.pyscf import HARTREE_EV, SCFResult
 
 # --- equation of state ------------------------------------------------------------------------
 
@@ -77,7 +79,7 @@ def test_volume_scan_finds_the_minimum_and_extends_past_the_edge(monkeypatch: py
     assert vr.result.status == "ok"
     assert vr.volume_ang3 == pytest.approx(74.0, rel=1e-3)
     assert max(calls[:-1]) > 64 * 1.08  # extra points were added on the large-volume side
-    assert len(calls) == len(vr.scan) <= s["volume_scan"]["points"] + s["volume_scan"]["max_extra"] + 1
+    assert len(calls) == len(vr.scan) <= s.volume_scan.points + s.volume_scan.max_extra + 1
     scanned = [p["energy_ha"] for p in vr.scan if not p.get("fitted_minimum")]
     assert vr.result.energy_ha <= min(scanned) + 1e-12  # the label is not above any scanned point
     assert vr.bulk_modulus_gpa == pytest.approx(label_eos.EV_PER_ANG3_GPA, rel=1e-3)

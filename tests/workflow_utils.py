@@ -43,8 +43,9 @@ direct
 """
 
 
-#: Columns that legitimately differ between two runs of the same calculation.
-VOLATILE_COLUMNS = {"wall_s", "max_rss_mb"}
+#: Columns that legitimately differ between two runs of the same calculation (``stored``: whether
+#: the label store already held a target's label when the targets were chosen).
+VOLATILE_COLUMNS = {"wall_s", "max_rss_mb", "stored"}
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 1200, cores: int = 2) -> subprocess.CompletedProcess:
@@ -134,7 +135,7 @@ def store_entries(work: Path) -> set[str]:
 def computed_in_logs(work: Path, since: float = 0.0) -> dict[str, list[str]]:
     """Which label jobs computed with PySCF rather than copying a store hit (logs written after ``since``).
 
-    label.py logs ``computing label`` / ``computing reference`` on a miss and ``store hit`` on
+    matscreen.label.jobs logs ``computing label`` / ``computing reference`` on a miss and ``store hit`` on
     a hit; Snakemake removes a job's log before running it, so a log describes the job's latest
     run, and ``since`` (a ``time.time()``) leaves out jobs that did not run again.
     """
@@ -224,3 +225,28 @@ def assert_same_results(a: Path, b: Path) -> None:
     for rel in RESULT_TABLES:
         pd.testing.assert_frame_equal(table_content(a / "results" / rel, a), table_content(b / "results" / rel, b),
                                       obj=rel)
+
+
+#: Runs Snakemake's command line in this process and reports at exit which heavy packages the
+#: controller imported (a job runs in its own process, so this is the controller alone).
+_CONTROLLER_IMPORTS = """\
+import atexit, sys
+atexit.register(lambda: sys.stderr.write("\\nCONTROLLER_IMPORTS pyscf=%s pymatgen=%s\\n"
+                                         % ("pyscf" in sys.modules, "pymatgen.core" in sys.modules)))
+from snakemake.cli import main
+sys.argv = ["snakemake"] + sys.argv[1:]
+sys.exit(main())
+"""
+
+
+def snakemake_controller_imports(workdir: Path, *args: str, timeout: int = 600) -> tuple[subprocess.CompletedProcess, dict[str, bool]]:
+    """Like :func:`snakemake`, and which of PySCF and pymatgen the Snakemake controller imported."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-c", _CONTROLLER_IMPORTS, "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+         "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+    line = [ln for ln in res.stderr.splitlines() if ln.startswith("CONTROLLER_IMPORTS ")][-1]
+    flags = dict(kv.split("=") for kv in line.split()[1:])
+    return res, {k: v == "True" for k, v in flags.items()}

@@ -82,7 +82,7 @@ from pymatgen.symmetry.groups import SpaceGroup
 
 from matscreen import chemistry
 from matscreen.config import REPO_ROOT
-from matscreen.label_refs import resolve_path
+from matscreen.label.settings import resolve_path
 
 log = logging.getLogger(__name__)
 

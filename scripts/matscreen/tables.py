@@ -197,6 +197,22 @@ LABEL_TARGETS = Table(
         Column("nsites", "int64", "sites in the cell that is computed", nullable=False),
         *SITE_COLUMNS,
         Column("structure", "string", "pymatgen Structure as JSON (the cell that is computed)", nullable=False),
+        Column("stored", "bool", "the label store already holds this label (same settings hash) when the targets were chosen: "
+               "no label job, gather reads the store entry"),
+        Column("mem_mb", "int64", "estimated memory of the label job, first attempt (before label.resources.attempt_factor)", "MB"),
+        Column("runtime_min", "int64", "estimated runtime of the label job, first attempt", "min"),
+        Column("threads", "int64", "threads of the label job (label.resources.threads)"),
+    ),
+)
+
+REFERENCE_TARGETS = Table(
+    name="reference_targets",
+    filename="reference_targets.parquet",
+    description="Elements whose reference energies the label targets need, and whether the label store holds them.",
+    key=("element",),
+    columns=(
+        Column("element", "string", "element symbol", nullable=False),
+        Column("stored", "bool", "the label store already holds this reference (same settings hash): no label job", nullable=False),
     ),
 )
 
@@ -383,8 +399,8 @@ PREDICTIONS = Table(
 ALL_TABLES: dict[str, Table] = {
     t.name: t
     for t in (
-        STRUCTURES, REJECTS, CANDIDATES, FUNNEL, LABEL_TARGETS, LABELS, REFERENCES, REFERENCE_LABELS, EXTERNAL_LABELS,
-        CANDIDATE_FEATURES, STRUCTURE_FEATURES, CV_METRICS, OOF_PREDICTIONS, LEARNING_CURVE, PREDICTIONS,
+        STRUCTURES, REJECTS, CANDIDATES, FUNNEL, LABEL_TARGETS, REFERENCE_TARGETS, LABELS, REFERENCES, REFERENCE_LABELS,
+        EXTERNAL_LABELS, CANDIDATE_FEATURES, STRUCTURE_FEATURES, CV_METRICS, OOF_PREDICTIONS, LEARNING_CURVE, PREDICTIONS,
     )
 }
 

@@ -1,16 +1,27 @@
-"""Choosing what gets a PySCF label: ingested structures and candidate prototypes.
+"""The checkpoint of the label stage: what gets a PySCF label, what is already stored, what it costs.
 
 Label calculations are the expensive part of the pipeline, so the choice is explicit and
 reproducible: ingested structures that are unique, computable with the label settings
 and small enough (primitive cell), plus a seeded random choice of candidates whose
 prototype structures are built here (and only here: the full candidate space is never
-turned into structures).
+turned into structures), plus the competing phases of their chemical systems.
+
+Everything PySCF-specific about the plan is decided here, once, in the ``select_label_targets``
+job, so that the Snakemake controller never imports PySCF:
+
+* *preflight*: whether PySCF can describe a structure's elements with the configured basis and
+  pseudopotential (:func:`matscreen.label.pyscf.unsupported_elements`) is asked here only;
+* *the store*: a target (or reference element) whose label the store already holds under the
+  settings hash is marked ``stored``; it is no label job, gather reads the store entry;
+* *resources*: ``mem_mb``, ``runtime_min`` and ``threads`` of every remaining label job
+  (:func:`matscreen.label.resources.estimate_resources`); the rules only scale them per attempt.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +29,9 @@ import pandas as pd
 from pymatgen.core import Composition
 
 from matscreen import tables
+from matscreen.config import settings_dict
 from matscreen.families import SITE_LABELS
+from matscreen.label.settings import LabelSettings, Select, as_settings
 from matscreen.ids import structure_id
 from matscreen.provenance import provenance
 from matscreen.structjson import structure_from_json
@@ -28,21 +41,35 @@ log = logging.getLogger(__name__)
 _SITE_COLS = [c.name for c in tables.SITE_COLUMNS]
 
 
-def _unsupported(elements: list[str], label_settings: Mapping[str, Any]) -> list[str]:
-    from matscreen.label import unsupported_elements
+def _unsupported(elements: list[str], settings: LabelSettings) -> list[str]:
+    from matscreen.label.pyscf import unsupported_elements
 
-    return unsupported_elements(elements, dict(label_settings))
+    return unsupported_elements(elements, settings)
 
 
-def from_structures(structures: pd.DataFrame, select: Mapping[str, Any]) -> pd.DataFrame:
-    """Ingested structures to label: unique, supported, at most ``max_sites`` atoms when primitive."""
-    if not select.get("ingested", True) or structures.empty:
+def _select(select: Select | Mapping[str, Any]) -> Select:
+    """``label.select`` as a :class:`Select`; a (partial) mapping gets the schema's defaults (public edge)."""
+    return select if isinstance(select, Select) else as_settings({"select": dict(select)}).select
+
+
+def from_structures(structures: pd.DataFrame, select: Select | Mapping[str, Any],
+                    settings: LabelSettings | Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Ingested structures to label: unique, computable with ``settings``' basis and
+    pseudopotential (asked here, not in ingest), at most ``max_sites`` atoms when primitive."""
+    select = _select(select)
+    settings = as_settings(settings)
+    if not select.ingested or structures.empty:
         return tables.empty_frame(tables.LABEL_TARGETS)
-    keep = structures[structures["duplicate_of"].isna() & (structures["label_supported"].fillna(False).astype(bool))]
+    keep = structures[structures["duplicate_of"].isna()]
     rows = []
     for rec in keep.to_dict("records"):
         prim = structure_from_json(rec["structure"], f"structures table, structure {rec['structure_id']}").get_primitive_structure()
-        if len(prim) > int(select.get("max_sites", 14)):
+        bad = _unsupported(sorted({el.symbol for el in prim.composition.elements}), settings)
+        if bad:
+            log.info("not labeling %s (%s): no basis/pseudopotential for %s in basis %r / pseudo %r",
+                     rec["structure_id"], rec["formula"], ", ".join(bad), settings.basis, settings.pseudo)
+            continue
+        if len(prim) > int(select.max_sites):
             log.info("not labeling %s (%s): %d atoms in the primitive cell > label.select.max_sites",
                      rec["structure_id"], rec["formula"], len(prim))
             continue
@@ -70,14 +97,14 @@ def _stratum(rec: Mapping[str, Any]) -> tuple[str, str]:
     return anion, str(rec.get("arrangement") or "")
 
 
-def _choose(pool: pd.DataFrame, n: int, select: Mapping[str, Any], label_settings: Mapping[str, Any], seed: int,
+def _choose(pool: pd.DataFrame, n: int, select: Select, label_settings: LabelSettings, seed: int,
             *, stratify: bool, what: str) -> list[dict[str, Any]]:
     """Up to ``n`` prototype rows from ``pool`` in seeded random order: one per reduced formula, at
     most ``select.max_per_system`` per set of elements, elements in ``select.elements`` and computable."""
     from matscreen.prototypes import build_prototype
 
-    allowed = select.get("elements")
-    cap = select.get("max_per_system")
+    allowed = select.elements
+    cap = select.max_per_system
     if n <= 0 or pool.empty:
         return []
     elements = pool.apply(lambda r: _elements(r), axis=1)
@@ -117,7 +144,7 @@ def _choose(pool: pd.DataFrame, n: int, select: Mapping[str, Any], label_setting
 
 
 def from_candidates(
-    candidates: pd.DataFrame, select: Mapping[str, Any], label_settings: Mapping[str, Any], seed: int
+    candidates: pd.DataFrame, select: Select | Mapping[str, Any], label_settings: LabelSettings | Mapping[str, Any], seed: int
 ) -> pd.DataFrame:
     """A seeded random choice of candidates, built as prototype structures.
 
@@ -125,7 +152,8 @@ def from_candidates(
     over anion and spinel-arrangement strata (a diversity-aware sample for reference sets);
     otherwise ``select.candidates`` are drawn from the pool of ``select.families`` as a whole.
     """
-    per_family = select.get("per_family")
+    select, label_settings = _select(select), as_settings(label_settings)
+    per_family = select.per_family
     if per_family:
         rows = []
         from matscreen.families import FAMILIES
@@ -137,8 +165,8 @@ def from_candidates(
             rows += _choose(candidates[candidates["family"] == family], int(n), select, label_settings, seed + k,
                             stratify=True, what=f"label.select.per_family.{family}")
     else:
-        pool = candidates[candidates["family"].isin(select.get("families") or [])]
-        rows = _choose(pool, int(select.get("candidates", 0)), select, label_settings, seed, stratify=False,
+        pool = candidates[candidates["family"].isin(list(select.families or []))]
+        rows = _choose(pool, int(select.candidates), select, label_settings, seed, stratify=False,
                        what="label.select.candidates")
     return tables.conform(pd.DataFrame(rows), tables.LABEL_TARGETS) if rows else tables.empty_frame(tables.LABEL_TARGETS)
 
@@ -149,7 +177,7 @@ def anion_of(formula: str) -> str:
     return max(comp.elements, key=lambda el: (el.X if el.X == el.X else 0.0, el.Z)).symbol
 
 
-def competing_targets(targets: pd.DataFrame, label_settings: Mapping[str, Any]) -> pd.DataFrame:
+def competing_targets(targets: pd.DataFrame, label_settings: LabelSettings) -> pd.DataFrame:
     """The competing binary phases of every target's chemical system, as LABEL_TARGETS rows.
 
     One set per (cation elements, anion) of the targets, from the shipped structure library
@@ -158,8 +186,8 @@ def competing_targets(targets: pd.DataFrame, label_settings: Mapping[str, Any]) 
     """
     from matscreen.competing import competing_phases
 
-    comp = label_settings.get("competing") or {}
-    if not comp.get("enabled", True) or targets.empty:
+    comp = label_settings.competing
+    if not comp.enabled or targets.empty:
         return tables.empty_frame(tables.LABEL_TARGETS)
     rows, seen = [], set(targets["structure_id"])
     systems = sorted({(frozenset(el.symbol for el in Composition(f).elements), anion_of(f)) for f in targets["formula"]},
@@ -167,9 +195,9 @@ def competing_targets(targets: pd.DataFrame, label_settings: Mapping[str, Any]) 
     for elements, anion in systems:
         if len(elements) < 2:  # an element competes only with its own reference
             continue
-        kw = dict(oxidation_states=comp.get("oxidation_states", "icsd"), max_polymorphs=int(comp.get("max_polymorphs", 2)),
-                  include_expensive=bool(comp.get("include_expensive", False)))
-        for ph in competing_phases(sorted(elements), anion, user_files=tuple(comp.get("files") or ()), **kw):
+        kw = dict(oxidation_states=comp.oxidation_states, max_polymorphs=int(comp.max_polymorphs),
+                  include_expensive=bool(comp.include_expensive))
+        for ph in competing_phases(sorted(elements), anion, user_files=tuple(comp.files), **kw):
             if _unsupported(sorted(el.symbol for el in ph.structure.composition.elements), label_settings):
                 continue
             sid = structure_id(ph.structure)
@@ -185,15 +213,16 @@ def competing_targets(targets: pd.DataFrame, label_settings: Mapping[str, Any]) 
 
 
 def select_targets(
-    structures: pd.DataFrame, candidates: pd.DataFrame, label_settings: Mapping[str, Any], seed: int
+    structures: pd.DataFrame, candidates: pd.DataFrame, label_settings: LabelSettings | Mapping[str, Any], seed: int
 ) -> pd.DataFrame:
-    select = label_settings.get("select") or {}
-    parts = [from_structures(structures, select), from_candidates(candidates, select, label_settings, seed)]
+    """The label targets (LABEL_TARGETS rows without the store and resource columns)."""
+    s = as_settings(label_settings)
+    parts = [from_structures(structures, s.select, s), from_candidates(candidates, s.select, s, seed)]
     parts = [p for p in parts if len(p)]
     if not parts:
         return tables.empty_frame(tables.LABEL_TARGETS)
     df = pd.concat(parts, ignore_index=True).drop_duplicates("structure_id").reset_index(drop=True)
-    competing = competing_targets(df, label_settings)
+    competing = competing_targets(df, s)
     if len(competing):
         df = pd.concat([df, competing], ignore_index=True)
     log.info("label targets: %d ingested, %d candidate prototypes, %d competing phases",
@@ -202,13 +231,50 @@ def select_targets(
     return df
 
 
+def plan_jobs(targets: pd.DataFrame, settings: LabelSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The targets with ``stored``, ``mem_mb``, ``runtime_min``, ``threads`` filled, and the
+    REFERENCE_TARGETS of their elements: what is in the store is no job; every target gets its
+    resource estimate (built from the PySCF cell, here and nowhere else)."""
+    from matscreen.label.gathering import reference_elements
+    from matscreen.label.resources import estimate_resources
+    from matscreen.label.store import has_entry
+
+    out = targets.copy()
+    stored, mem, runtime = [], [], []
+    for rec in out.itertuples():
+        stored.append(has_entry(settings, "structures", rec.structure_id))
+        # estimated for stored targets too: the table's numbers depend on the targets, not on the store
+        res = estimate_resources(structure_from_json(rec.structure, f"label target {rec.structure_id}"), settings)
+        mem.append(res["mem_mb"])
+        runtime.append(res["runtime"])
+    out["stored"] = pd.Series(stored, index=out.index, dtype="boolean")
+    out["mem_mb"] = pd.Series(mem, index=out.index, dtype="Int64")
+    out["runtime_min"] = pd.Series(runtime, index=out.index, dtype="Int64")
+    out["threads"] = pd.Series([int(settings.resources.threads)] * len(out), index=out.index, dtype="Int64")
+    elements = reference_elements(out)
+    refs = pd.DataFrame({"element": elements, "stored": [has_entry(settings, "references", el) for el in elements]})
+    log.info("label jobs: %d of %d targets and %d of %d references already in the label store %s (no job)",
+             int(out["stored"].sum()), len(out), int(refs["stored"].sum()), len(refs),
+             Path(settings.store) / settings.hash)
+    return tables.conform(out, tables.LABEL_TARGETS), tables.conform(refs, tables.REFERENCE_TARGETS)
+
+
 def run(
-    structures_path: str, candidate_paths: list[str], out_path: str, label_settings: dict[str, Any], seed: int,
-    config_hash: str = "",
+    structures_path: str, candidate_paths: list[str], out_path: str, label_settings: LabelSettings | Mapping[str, Any],
+    seed: int, config_hash: str = "", references_out: str | None = None,
 ) -> None:
+    """The checkpoint ``select_label_targets``: the targets table (and, with ``references_out``,
+    the reference-targets table), after checking that PySCF knows the configured names."""
+    from matscreen.label.checks import check_pyscf_names
+
+    s = as_settings(label_settings)
+    check_pyscf_names(s)
     structures = tables.read_table(structures_path, tables.STRUCTURES)
     candidates = tables.read_tables(candidate_paths, tables.CANDIDATES)
-    targets = select_targets(structures, candidates, label_settings, seed)
-    tables.write_table(targets, out_path, tables.LABEL_TARGETS,
-                       provenance("select_label_targets", {"select": label_settings.get("select"), "competing": label_settings.get("competing"),
-                                                     "seed": seed}, config_hash))
+    targets, refs = plan_jobs(select_targets(structures, candidates, s, seed), s)
+    prov = provenance("select_label_targets", {"select": settings_dict(s)["select"], "competing": settings_dict(s)["competing"],
+                                               "seed": seed, "settings_hash": s.hash}, config_hash)
+    if references_out is None:
+        tables.write_table(targets, out_path, tables.LABEL_TARGETS, prov)
+    else:
+        tables.write_tables([(targets, out_path, tables.LABEL_TARGETS), (refs, references_out, tables.REFERENCE_TARGETS)], prov)

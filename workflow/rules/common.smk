@@ -49,20 +49,34 @@ def external_label_inputs(wildcards):
             "external_features": "results/featurize/external.parquet"}
 
 
-@lru_cache(maxsize=4)
 def _targets(path):
+    """A targets table of the checkpoint, read once per version of the file."""
+    st = os.stat(path)
+    return _read_table(path, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=8)
+def _read_table(path, mtime_ns, size):
     import pandas as pd
 
     return pd.read_parquet(path)
 
 
 def label_targets_path():
-    return checkpoints.select_label_targets.get().output[0]
+    return checkpoints.select_label_targets.get().output.targets
+
+
+def _jobs(targets):
+    """Targets that are label jobs: the checkpoint found no store entry for them."""
+    if "stored" not in targets.columns:  # a targets table of an older matscreen: everything is a job
+        return targets
+    return targets[~targets["stored"].astype("boolean").fillna(False).astype(bool)]
 
 
 def label_outputs(wildcards):
-    """One file per label job: compounds under structures/, their competing phases under competing/."""
-    targets = _targets(label_targets_path())
+    """One file per label job (targets without a store entry): compounds under structures/, their
+    competing phases under competing/. Stored labels are read from the store by gather_labels."""
+    targets = _jobs(_targets(label_targets_path()))  # raises until the checkpoint has run
     competing = targets["origin"] == "competing"
     return expand("results/label/structures/{structure_id}.parquet", structure_id=sorted(targets.loc[~competing, "structure_id"])) + expand(
         "results/label/competing/{structure_id}.parquet", structure_id=sorted(targets.loc[competing, "structure_id"])
@@ -70,20 +84,29 @@ def label_outputs(wildcards):
 
 
 def reference_outputs(wildcards):
-    targets = _targets(label_targets_path())  # raises until the checkpoint has run
-    from matscreen.label import reference_elements
-
-    elements = reference_elements(targets)
-    return expand("results/label/references/{element}.parquet", element=sorted(elements))
+    """One file per reference job: elements whose reference the store does not hold."""
+    refs = _targets(checkpoints.select_label_targets.get().output.references)
+    return expand("results/label/references/{element}.parquet", element=sorted(refs.loc[~refs["stored"].astype(bool), "element"]))
 
 
 def _label_resources(structure_id, attempt):
-    from matscreen.label import estimate_resources, scale_resources
-    from matscreen.structjson import structure_from_json
+    """The checkpoint's estimate for this target, scaled for Snakemake retry ``attempt``. Reads the
+    targets table only: no PySCF, no pymatgen in the controller."""
+    from matscreen.label.resources import scale_resources
 
     row = _targets("results/label/targets.parquet").set_index("structure_id").loc[structure_id]
-    res = estimate_resources(structure_from_json(row["structure"], f"results/label/targets.parquet: {structure_id}"), config["label"])
-    return scale_resources(res, attempt)
+    r = config["label"]["resources"]
+    mem = row.get("mem_mb")
+    runtime = row.get("runtime_min")
+    mem = int(mem) if pd_notna(mem) else r["min_mem_mb"]  # no estimate (older table): the configured floor
+    runtime = int(runtime) if pd_notna(runtime) else r["min_runtime"]
+    return scale_resources({"mem_mb": mem, "runtime": runtime}, attempt, r["attempt_factor"])
+
+
+def pd_notna(value):
+    import pandas as pd
+
+    return bool(pd.notna(value))
 
 
 def label_mem_mb(wildcards, attempt):

@@ -1,11 +1,14 @@
-# Stage 3: PySCF labels. A checkpoint chooses the structures; each structure and each elemental
-# reference is its own job (cached in the label store), and a gather step computes formation energies.
+# Stage 3: PySCF labels. A checkpoint chooses the structures, marks those the label store already
+# holds (no job) and estimates the resources of the others; each remaining structure and elemental
+# reference is its own job, and a gather step reads job files and store entries and computes
+# formation energies and hulls. The controller never imports PySCF.
 checkpoint select_label_targets:
     input:
         structures=rules.ingest.output.structures,
         candidates=rules.enumerate.output.shards,
     output:
-        "results/label/targets.parquet",
+        targets="results/label/targets.parquet",
+        references="results/label/reference_targets.parquet",
     params:
         settings=config["label"],
         seed=config["seed"],
@@ -17,7 +20,8 @@ checkpoint select_label_targets:
         "../../scripts/select_label_targets.py"
 
 
-# One periodic DFT calculation; a hit in the label store is copied, never recomputed.
+# One periodic DFT calculation of a target the store did not hold when the targets were chosen
+# (a hit found later, e.g. written by another run meanwhile, is still copied, never recomputed).
 rule label_structure:
     input:
         targets="results/label/targets.parquet",
@@ -74,6 +78,7 @@ rule label_reference:
 rule gather_labels:
     input:
         targets="results/label/targets.parquet",
+        reference_targets="results/label/reference_targets.parquet",
         labels=label_outputs,
         references=reference_outputs,
     output:

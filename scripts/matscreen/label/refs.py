@@ -8,7 +8,6 @@ as one molecule centred in a cubic box, computed at the Gamma point only.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -21,7 +20,8 @@ import numpy as np
 import yaml
 from pymatgen.core import Lattice, Structure
 
-from matscreen.config import REPO_ROOT, ConfigError
+from matscreen.config import ConfigError
+from matscreen.label.settings import reference_table_digest, resolve_path  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,6 @@ class ReferencePhase:
     structure: Structure
     molecule: bool  #: a molecule in a box: Gamma point only, fixed spin
     spin: int | None  #: 2S of a molecule; None for solids (label.spin decides)
-
-
-def resolve_path(path: str | os.PathLike[str]) -> Path:
-    """A config path: absolute as given, else relative to the repository root."""
-    p = Path(path)
-    return p if p.is_absolute() else REPO_ROOT / p
 
 
 @lru_cache(maxsize=8)
@@ -58,11 +52,6 @@ def _load(path: str) -> dict[str, dict[str, Any]]:
 def load_reference_table(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """Element symbol -> its entry in the reference YAML."""
     return dict(_load(str(path)))
-
-
-def reference_table_digest(path: str | os.PathLike[str]) -> str:
-    """sha256 (16 hex) of the reference YAML's bytes: part of the settings hash."""
-    return hashlib.sha256(resolve_path(path).read_bytes()).hexdigest()[:16]
 
 
 def _fcc(a: float) -> Lattice:

@@ -29,7 +29,7 @@ import pandas as pd
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
 
-from matscreen.label_pyscf import HARTREE_EV
+from matscreen.label.pyscf import HARTREE_EV
 
 log = logging.getLogger(__name__)
 

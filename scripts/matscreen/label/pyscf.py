@@ -1,6 +1,7 @@
 """The PySCF side of the label stage: cell, k-points, SCF object, failure ladder, gap.
 
-Plain functions of a pymatgen ``Structure`` and the resolved ``label:`` settings, so they run
+Plain functions of a pymatgen ``Structure`` and the :class:`~matscreen.label.settings.LabelSettings`
+(built once at the edge, never re-resolved here), so they run
 without Snakemake and the Snakemake jobs, the CLI, the tests and the benchmark all go through
 exactly the same code. Nothing here re-implements PySCF: it only translates settings into
 PySCF objects, the way PySCF's own regression tests build them (``pyscf/pbc/dft/test``).
@@ -12,12 +13,16 @@ import logging
 import math
 import resource
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from pymatgen.core import Structure
+
+from matscreen.label.settings import LabelSettings
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +32,17 @@ HARTREE_EV = 27.211386245988  # CODATA 2018, as pyscf.data.nist.HARTREE2EV
 # --- k-points and cell --------------------------------------------------------------------
 
 
-def kmesh_for(structure: Structure, settings: Mapping[str, Any], kdensity: float | None = None) -> list[int]:
+def kmesh_for(structure: Structure, settings: LabelSettings, kdensity: float | None = None) -> list[int]:
     """The Monkhorst-Pack mesh for ``structure``.
 
     An explicit ``kpoints.kmesh`` wins; otherwise n_i = max(1, ceil(kdensity * |b_i|)) with the
     reciprocal lattice vectors b_i in 1/Å including the 2π factor (pymatgen's
     ``reciprocal_lattice``). ``kdensity`` overrides ``kpoints.kdensity`` (element references).
     """
-    kp = settings["kpoints"]
-    if kp["kmesh"] is not None and kdensity is None:
-        return [int(n) for n in kp["kmesh"]]
-    dens = float(kdensity if kdensity is not None else kp["kdensity"])
+    kp = settings.kpoints
+    if kp.kmesh is not None and kdensity is None:
+        return [int(n) for n in kp.kmesh]
+    dens = float(kdensity if kdensity is not None else kp.kdensity)
     return [max(1, math.ceil(dens * b - 1e-9)) for b in structure.lattice.reciprocal_lattice.abc]
 
 
@@ -45,7 +50,7 @@ def kmesh_str(kmesh: Sequence[int]) -> str:
     return "x".join(str(int(n)) for n in kmesh)
 
 
-def build_cell(structure: Structure, settings: Mapping[str, Any], spin: int | None = None, verbose: int = 0) -> Any:
+def build_cell(structure: Structure, settings: LabelSettings, spin: int | None = None, verbose: int = 0) -> Any:
     """A built ``pyscf.pbc.gto.Cell`` of ``structure`` (Å, Cartesian) with the settings' basis etc.
 
     ``spin`` is 2S of the cell (molecules in a box, or the electron-count parity of an
@@ -61,15 +66,15 @@ def build_cell(structure: Structure, settings: Mapping[str, Any], spin: int | No
     cell.unit = "A"
     cell.a = np.asarray(structure.lattice.matrix, dtype=float)
     cell.atom = [[site.specie.symbol, tuple(float(x) for x in site.coords)] for site in structure]
-    cell.basis = settings["basis"]
-    if settings["pseudo"] is not None:
-        cell.pseudo = settings["pseudo"]
-    if settings["mesh"] is not None:
-        cell.mesh = [int(n) for n in settings["mesh"]]
+    cell.basis = settings.basis
+    if settings.pseudo is not None:
+        cell.pseudo = settings.pseudo
+    if settings.mesh is not None:
+        cell.mesh = [int(n) for n in settings.mesh]
     else:
-        cell.ke_cutoff = float(settings["ke_cutoff"])
-    cell.precision = float(settings["precision"])
-    cell.max_memory = int(settings["max_memory_mb"])
+        cell.ke_cutoff = float(settings.ke_cutoff)
+    cell.precision = float(settings.precision)
+    cell.max_memory = int(settings.max_memory_mb)
     cell.verbose = verbose
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # parity warning: fixed below, before anything uses spin
@@ -101,15 +106,15 @@ def pp_screening_error(cell: Any, kmesh: Sequence[int]) -> float:
     return float(np.abs(vk - vg).max())
 
 
-def checked_cell(structure: Structure, settings: Mapping[str, Any], kmesh: Sequence[int], spin: int | None = None) -> Any:
+def checked_cell(structure: Structure, settings: LabelSettings, kmesh: Sequence[int], spin: int | None = None) -> Any:
     """:func:`build_cell`, rebuilt with 100x tighter precision while :func:`pp_screening_error` is too large.
 
     Raises ``RuntimeError`` naming the error if precision 1e-12 does not cure it.
     """
     cell = build_cell(structure, settings, spin=spin)
-    if settings["density_fit"] == "fftdf" or int(np.prod(kmesh)) == 1:
+    if settings.density_fit == "fftdf" or int(np.prod(kmesh)) == 1:
         return cell  # plain FFTDF and Gamma-only runs do not use the screened k-point builder
-    precision = float(settings["precision"])
+    precision = float(settings.precision)
     err = pp_screening_error(cell, kmesh)
     while err > PP_SCREENING_TOL_HA:
         if precision <= 1e-12:
@@ -117,21 +122,21 @@ def checked_cell(structure: Structure, settings: Mapping[str, Any], kmesh: Seque
         precision /= 100.0
         log.warning("%s: k-point pseudopotential integrals off by %.3g Ha at precision %.0e; rebuilding at %.0e",
                     structure.composition.reduced_formula, err, precision * 100, precision)
-        cell = build_cell(structure, {**settings, "precision": precision}, spin=spin)
+        cell = build_cell(structure, settings.replace(precision=precision), spin=spin)
         err = pp_screening_error(cell, kmesh)
     return cell
 
 
-def use_unrestricted(structure: Structure, settings: Mapping[str, Any]) -> bool:
+def use_unrestricted(structure: Structure, settings: LabelSettings) -> bool:
     """Whether the spin settings ask for an unrestricted (KUKS) calculation of ``structure``."""
-    mode = settings["spin"]["mode"]
+    mode = settings.spin.mode
     if mode == "auto":
-        moments = settings["spin"]["magnetic_moments"]
+        moments = settings.spin.magnetic_moments
         return any(el.symbol in moments for el in structure.composition.elements)
     return mode == "unrestricted"
 
 
-def make_scf(cell: Any, kmesh: Sequence[int], settings: Mapping[str, Any], unrestricted: bool, fix_spin: bool = False) -> Any:
+def make_scf(cell: Any, kmesh: Sequence[int], settings: LabelSettings, unrestricted: bool, fix_spin: bool = False) -> Any:
     """The PySCF mean-field object the settings describe (not run).
 
     A Gamma-only mesh with the Gamma point uses the Gamma-point classes (``RKS``/``UKS``, as
@@ -140,14 +145,14 @@ def make_scf(cell: Any, kmesh: Sequence[int], settings: Mapping[str, Any], unres
     """
     from pyscf.pbc import dft, scf
 
-    gamma_only = list(kmesh) == [1, 1, 1] and settings["kpoints"]["with_gamma_point"]
+    gamma_only = list(kmesh) == [1, 1, 1] and settings.kpoints.with_gamma_point
     if gamma_only:
         mf = dft.UKS(cell) if unrestricted else dft.RKS(cell)
     else:
-        kpts = cell.make_kpts(list(kmesh), with_gamma_point=bool(settings["kpoints"]["with_gamma_point"]))
+        kpts = cell.make_kpts(list(kmesh), with_gamma_point=bool(settings.kpoints.with_gamma_point))
         mf = dft.KUKS(cell, kpts) if unrestricted else dft.KRKS(cell, kpts)
-    mf.xc = settings["xc"]
-    fit = settings["density_fit"]
+    mf.xc = settings.xc
+    fit = settings.density_fit
     if fit == "multigrid":
         mf = mf.multigrid_numint()
     elif fit == "gdf":
@@ -155,12 +160,12 @@ def make_scf(cell: Any, kmesh: Sequence[int], settings: Mapping[str, Any], unres
     elif fit == "rsdf":
         mf = mf.rs_density_fit()
     # "fftdf" is PySCF's default: nothing to do
-    width = float(settings["smearing"]["width"])
+    width = float(settings.smearing.width)
     if width > 0:
         # fix_spin keeps a molecule's 2S (O2 triplet) under smearing; solids may relax their moment
-        mf = scf.addons.smearing_(mf, sigma=width, method=settings["smearing"]["method"], fix_spin=fix_spin and unrestricted)
-    mf.conv_tol = float(settings["conv_tol"])
-    mf.max_memory = int(settings["max_memory_mb"])
+        mf = scf.addons.smearing_(mf, sigma=width, method=settings.smearing.method, fix_spin=fix_spin and unrestricted)
+    mf.conv_tol = float(settings.conv_tol)
+    mf.max_memory = int(settings.max_memory_mb)
     return mf
 
 
@@ -213,16 +218,16 @@ class SCFResult:
     dm: Any = field(default=None, repr=False)
 
 
-def attempt_plan(structure: Structure, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+def attempt_plan(structure: Structure, settings: LabelSettings) -> list[dict[str, Any]]:
     """The SCF attempts in order: the first from the settings, then each failure_ladder step."""
-    first = {"init_guess": settings["init_guess"], "max_cycle": int(settings["max_cycle"]),
+    first = {"init_guess": settings.init_guess, "max_cycle": int(settings.max_cycle),
              "damp": 0.0, "level_shift": 0.0, "diis_space": 8}
-    forced = [settings["init_guess_by_element"][el.symbol] for el in structure.composition.elements
-              if el.symbol in settings["init_guess_by_element"]]
+    forced = [settings.init_guess_by_element[el.symbol] for el in structure.composition.elements
+              if el.symbol in settings.init_guess_by_element]
     if forced:
         first["init_guess"] = forced[0]
     plan = [first]
-    for step in settings["failure_ladder"]:
+    for step in settings.failure_ladder:
         att = {**first, **step}
         att["restart"] = "init_guess" not in step  # continue from the previous attempt's density
         plan.append(att)
@@ -269,7 +274,7 @@ def max_rss_mb() -> float:
 
 def run_scf(
     structure: Structure,
-    settings: Mapping[str, Any],
+    settings: LabelSettings,
     *,
     kmesh: Sequence[int] | None = None,
     spin: int | None = None,
@@ -324,7 +329,7 @@ def run_scf(
             else:
                 guess = mf.get_init_guess(key=att["init_guess"])
                 if unrestricted and spin is None:
-                    guess = polarised_guess(mf, structure, settings["spin"]["magnetic_moments"], guess)
+                    guess = polarised_guess(mf, structure, settings.spin.magnetic_moments, guess)
             mf.kernel(dm0=guess)
             cycles = int(getattr(mf, "cycles", -1))
             ok = bool(mf.converged) and np.isfinite(mf.e_tot)
@@ -367,3 +372,50 @@ def _moment(mf: Any) -> float | None:
     nb = float(np.sum(np.asarray(occ[1], dtype=float)))
     nk = len(mf.kpts) if np.ndim(getattr(mf, "kpts", None)) == 2 else 1
     return (na - nb) / nk
+
+
+# --- preflight: can PySCF describe these elements with the settings? ------------------------------
+
+
+@lru_cache(maxsize=None)
+def _has_basis(basis: str, element: str) -> bool:
+    from pyscf.gto import basis as gto_basis
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Basis may be available in basis-set-exchange"
+        try:
+            return bool(gto_basis.load(basis, element))
+        except Exception:  # BasisNotFoundError, KeyError, RuntimeError for unknown symbols
+            return False
+
+
+@lru_cache(maxsize=None)
+def _has_pseudo(pseudo: str, element: str) -> bool:
+    from pyscf.pbc.gto import pseudo as gto_pseudo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return bool(gto_pseudo.load(pseudo, element))
+        except Exception:
+            return False
+
+
+def unsupported_elements(elements: Iterable[str], settings: LabelSettings | Mapping[str, Any]) -> list[str]:
+    """Elements the configured basis or pseudopotential cannot describe, sorted, unique.
+
+    ``settings`` is a LabelSettings; a (partial) ``label:`` section is accepted at the public edge.
+
+    An element is unsupported when PySCF has no ``basis`` for it, or (unless ``pseudo`` is
+    null, i.e. all-electron) no ``pseudo`` for it. Unknown symbols are unsupported too.
+    Example: the lanthanides with the default ``gth-szv-molopt-sr``.
+    """
+    from matscreen.label.settings import as_settings
+
+    settings = as_settings(settings)
+    bad = set()
+    for el in elements:
+        el = str(el)
+        if not _has_basis(settings.basis, el) or (settings.pseudo is not None and not _has_pseudo(settings.pseudo, el)):
+            bad.add(el)
+    return sorted(bad)

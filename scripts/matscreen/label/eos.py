@@ -21,14 +21,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from pymatgen.core import Structure
 
-from matscreen.label_pyscf import HARTREE_EV, SCFResult, kmesh_for, max_rss_mb, run_scf
+from matscreen.label.pyscf import HARTREE_EV, SCFResult, kmesh_for, max_rss_mb, run_scf
+from matscreen.label.settings import LabelSettings
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def fit_eos(volumes: Sequence[float], energies_ev: Sequence[float], eos: str = "
 
 def volume_scan(
     structure: Structure,
-    settings: Mapping[str, Any],
+    settings: LabelSettings,
     *,
     kmesh: Sequence[int] | None = None,
     spin: int | None = None,
@@ -98,10 +99,10 @@ def volume_scan(
     relaxed labels of the same settings).
     """
     t0 = time.perf_counter()
-    vs = settings["volume_scan"]
+    vs = settings.volume_scan
     kmesh = list(kmesh) if kmesh is not None else kmesh_for(structure, settings)
     v_in = float(structure.volume)
-    step, npts, max_extra = float(vs["step"]), int(vs["points"]), int(vs["max_extra"])
+    step, npts, max_extra = float(vs.step), int(vs.points), int(vs.max_extra)
     offsets = [i - (npts - 1) / 2 for i in range(npts)]
     formula = structure.composition.reduced_formula
     scan: list[dict[str, Any]] = []
@@ -147,7 +148,7 @@ def volume_scan(
     vols = [v_in * (1.0 + step * o) for o in ok]
     energies = [results[o].energy_ha for o in ok]
     try:
-        v0, _e0, b0 = fit_eos(vols, [e * HARTREE_EV for e in energies], vs["eos"])
+        v0, _e0, b0 = fit_eos(vols, [e * HARTREE_EV for e in energies], vs.eos)
     except ValueError as exc:
         return failed(f"volume scan: {exc}")
     # the SCF at the fitted minimum starts from the nearest scanned point's density

@@ -1,0 +1,105 @@
+"""The label store: one Parquet file per (settings hash, kind, key), written only by rename.
+
+``<store>/<settings_hash>/<kind>/<key>.parquet``, ``kind`` ``structures`` (compounds and
+competing phases) or ``references`` (elements). Every write goes through :mod:`matscreen.atomic`
+(via :func:`matscreen.tables.write_table`), so a killed job leaves no entry and no temporary.
+The checkpoint asks :func:`has_entry` to leave stored labels out of the DAG; the jobs use
+:func:`get_or_compute`; gather reads stored entries directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from matscreen import tables
+from matscreen.label.settings import LabelSettings, physical_settings
+from matscreen.provenance import provenance
+
+log = logging.getLogger(__name__)
+
+#: kind -> table contract of its entries
+KINDS = {"structures": tables.LABELS, "references": tables.REFERENCES}
+
+
+def entry_path(settings: LabelSettings, kind: str, key: str) -> Path:
+    """Where the store keeps one entry: ``<store>/<settings_hash>/<kind>/<key>.parquet``.
+
+    Relative store paths are taken from the current directory, i.e. the Snakemake working
+    directory, like every other output path.
+    """
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
+    return Path(settings.store) / settings.hash / kind / f"{safe}.parquet"
+
+
+def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Copy ``src`` to ``dst`` through the one atomic writer (:mod:`matscreen.atomic`: umask mode, rename)."""
+    from matscreen.atomic import copy_file
+
+    copy_file(src, dst)
+
+
+def write_rows(rows: list[dict[str, Any]], path: str | os.PathLike[str], table: tables.Table,
+               settings: LabelSettings, config_hash: str) -> None:
+    """Contract-checked, atomic write of label rows with the label provenance."""
+    df = tables.conform(pd.DataFrame(rows, columns=table.column_names), table)
+    tables.write_table(df, path, table, provenance("label", physical_settings(settings), config_hash))
+
+
+def is_hit(entry: Path, table: tables.Table) -> bool:
+    """True when the store holds a readable, contract-conforming entry (never a half file:
+    entries are only ever created by rename)."""
+    if not entry.is_file():
+        return False
+    try:
+        tables.read_table(entry, table)
+    except tables.ContractError as exc:
+        log.warning("label store entry %s is unreadable (%s): recomputing it", entry, exc)
+        return False
+    return True
+
+
+def has_entry(settings: LabelSettings, kind: str, key: str) -> bool:
+    """Whether ``key`` of ``kind`` is stored (readable) under ``settings``' hash."""
+    return is_hit(entry_path(settings, kind, key), KINDS[kind])
+
+
+def read_entries(settings: LabelSettings, kind: str, keys: list[str]) -> list[str]:
+    """Paths of the stored entries of ``keys`` (raises naming the entry when one is gone)."""
+    out = []
+    for key in keys:
+        p = entry_path(settings, kind, key)
+        if not p.is_file():
+            raise FileNotFoundError(f"label store entry {p} of {key} is gone since label-target selection "
+                                    "marked it stored: rerun the workflow (select_label_targets recomputes it)")
+        out.append(str(p))
+    return out
+
+
+def get_or_compute(settings: LabelSettings, kind: str, key: str, out_path: str | os.PathLike[str], config_hash: str,
+                   *, hit_msg: str, miss_msg: str, compute: Callable[[], dict[str, Any]]) -> bool:
+    """Write the one-row file of store entry ``<store>/<hash>/<kind>/<key>`` to ``out_path``.
+
+    A store hit is copied (atomically), never recomputed; a miss is computed, written to the
+    store by rename and then copied. ``unsupported`` rows are not stored (they cost nothing).
+    Returns True when the result came from the store.
+    """
+    table = KINDS[kind]
+    entry = entry_path(settings, kind, key)
+    if is_hit(entry, table):
+        log.info("%s %s", hit_msg, entry)
+        atomic_copy(entry, out_path)
+        return True
+    log.info("%s, settings %s", miss_msg, settings.hash)
+    row = compute()
+    if row["status"] == "unsupported":
+        write_rows([row], out_path, table, settings, config_hash)
+        return False
+    write_rows([row], entry, table, settings, config_hash)
+    atomic_copy(entry, out_path)
+    return False
