@@ -330,3 +330,21 @@ def test_export_reference_set_keeps_every_row_and_refuses_mixed_levels(tmp_path)
     mixed = pd.concat([labels, labels.assign(settings_hash="other")], ignore_index=True)
     with pytest.raises(tables.ContractError, match="one level of theory"):
         reference_set.joined(targets, mixed)
+
+
+@pytest.mark.slow
+def test_volume_scan_of_a_real_cell_ends_at_or_below_every_scanned_point() -> None:
+    """Real PySCF: LiF rock salt built 5 % too large (cheap settings: 2x2x2, 60 Ha): the label's volume lies
+    inside the scanned bracket, below the input, and its energy is not above any scanned point."""
+    from matscreen.competing import build_binary
+
+    st = build_binary("rock_salt", "Li", 1, "F")
+    st.scale_lattice(st.volume * 1.05)
+    s = label.resolve_settings({"relax": "volume", "ke_cutoff": 60, "kpoints": {"kmesh": [2, 2, 2]}})
+    vr = label_eos.volume_scan(st, s)
+    assert vr.result.status == "ok", vr.result.error
+    scanned = [p for p in vr.scan if not p.get("fitted_minimum") and p["status"] == "ok"]
+    assert len(scanned) >= s.volume_scan.points
+    assert vr.result.energy_ha <= min(p["energy_ha"] for p in scanned) + label_eos.FIT_TOLERANCE_HA
+    assert min(p["volume_ang3"] for p in scanned) < vr.volume_ang3 < st.volume
+    assert 20 < vr.bulk_modulus_gpa < 200  # LiF: about 65 GPa measured; LDA/minimal basis within a factor of 3
