@@ -237,7 +237,7 @@ def test_cross_validation_never_splits_a_reduced_formula(seed: int) -> None:
     data, formulas = _interleaved(seed=seed)
     settings = {"cv_folds": 5, "ensemble_size": 1, "num_boost_round": 3,
                 "lightgbm": {"num_leaves": 4, "min_data_in_leaf": 2, "min_data_in_bin": 1}}
-    metrics, oof = train.cross_validate(data, ["f0", "f1"], "y", settings, seed)
+    oof = train.cross_validate(data, ["f0", "f1"], "y", {"target": "y", **settings}, seed).oof
     assert list(oof["structure_id"]) == list(data["structure_id"])
     folds = oof["fold"].to_numpy()
     assert _split_compositions(folds, formulas) == [], "a composition has rows in two folds"

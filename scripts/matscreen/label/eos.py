@@ -6,8 +6,8 @@ in the lattice parameter is comparable to the decomposition energies a hull deci
 at the minimum of its own E(V) curve at the labels' level of theory.
 
 The scan: ``volume_scan.points`` volumes ``V0 * (1 + step * i)`` centred on the input volume V0,
-all with the k-point mesh of the input cell (a mesh that changed along the scan would put steps
-into E(V)), each SCF starting from the previous point's density. While the lowest energy sits at
+all with the k-point mesh of the input cell and the FFT mesh of the largest volume the scan may
+reach (meshes that changed along the scan would put steps into E(V)), each SCF starting from the previous point's density. While the lowest energy sits at
 an end of the scan, one more point is added beyond it (at most ``volume_scan.max_extra``). The
 points are fitted with pymatgen's :class:`~pymatgen.analysis.eos.EOS` (``volume_scan.eos``,
 Birch-Murnaghan by default), and one more SCF at the fitted minimum gives the label's energy,
@@ -18,6 +18,7 @@ coordinates stay those of the input cell), nor is the cell shape.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 from pymatgen.core import Structure
 
-from matscreen.label.pyscf import HARTREE_EV, SCFResult, kmesh_for, max_rss_mb, run_scf
+from matscreen.label.pyscf import HARTREE_EV, SCFResult, build_cell, kmesh_for, max_rss_mb, run_scf
 from matscreen.label.settings import LabelSettings
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,13 @@ def volume_scan(
     step, npts, max_extra = float(vs.step), int(vs.points), int(vs.max_extra)
     offsets = [i - (npts - 1) / 2 for i in range(npts)]
     formula = structure.composition.reduced_formula
+    if settings.mesh is None:
+        # One FFT mesh for every point, that of the largest volume the scan may reach: with the
+        # mesh following ke_cutoff, each change of its size puts a step into E(V) (up to 19 meV
+        # per cell seen for LiF at 60 Ha, enough to throw the fit off).
+        v_max = v_in * (1.0 + step * ((npts - 1) / 2 + max_extra))
+        mesh = build_cell(scaled(structure, v_max), settings).mesh
+        settings = dataclasses.replace(settings, mesh=tuple(int(n) for n in mesh))
     scan: list[dict[str, Any]] = []
     results: dict[float, SCFResult] = {}
     dm = None
