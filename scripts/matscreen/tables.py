@@ -8,7 +8,8 @@ checks the file on the way in. Units are part of column names (``_ev``, ``_ha``,
 ``_ev_per_atom``, ``_ang``, ``_s``, ``_mb``).
 
 The README section "Table contracts" is generated from this module
-(``matscreen tables --markdown``), so this file is the single source of truth.
+(``matscreen tables --update-readme README.md``), so this file is the single source of truth;
+the file names come from the registry :mod:`matscreen.paths` that the rules read.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from matscreen import paths
 from matscreen.atomic import atomic_path, outputs_together, write_text
 from matscreen.families import SITE_LABELS
 
@@ -78,7 +80,13 @@ class Table:
     key: tuple[str, ...]
     #: dtype of additional, freely named columns (feature tables), or None for none allowed
     extra_dtype: str | None = None
-    filename: str = ""
+    #: the workflow's files of this kind, from the registry :mod:`matscreen.paths`
+    files: tuple[str, ...] = ()
+
+    @property
+    def filename(self) -> str:
+        """The files of this kind as one line (the README's contract headings)."""
+        return "; ".join(self.files)
 
     @property
     def column_names(self) -> list[str]:
@@ -117,7 +125,7 @@ _IDENTITY = (
 
 STRUCTURES = Table(
     name="structures",
-    filename="structures.parquet",
+    files=(paths.STRUCTURES,),
     description="Ingested structures, one row per parsed structure (CIF data block, POSCAR, JSON).",
     key=("source", "block"),
     columns=(
@@ -142,7 +150,7 @@ STRUCTURES = Table(
 
 REJECTS = Table(
     name="rejects",
-    filename="rejects.parquet",
+    files=(paths.REJECTS,),
     description="Input files (or blocks) that did not become structures, with the reason.",
     key=("source", "block"),
     columns=(
@@ -155,7 +163,7 @@ REJECTS = Table(
 
 CANDIDATES = Table(
     name="candidates",
-    filename="candidates/part-*.parquet",
+    files=(paths.CANDIDATE_SHARD,),
     description="Enumerated candidate compositions, one row per candidate (sharded).",
     key=("candidate_id",),
     columns=(
@@ -171,7 +179,7 @@ CANDIDATES = Table(
 
 FUNNEL = Table(
     name="funnel",
-    filename="funnel.parquet",
+    files=(paths.FUNNEL,),
     description="Candidates per family remaining after each enumeration filter.",
     key=("family", "step"),
     columns=(
@@ -185,7 +193,7 @@ FUNNEL = Table(
 
 LABEL_TARGETS = Table(
     name="label_targets",
-    filename="targets.parquet",
+    files=(paths.LABEL_TARGETS,),
     description="Structures chosen for PySCF labels: ingested structures and candidate prototypes.",
     key=("structure_id",),
     columns=(
@@ -202,7 +210,7 @@ LABEL_TARGETS = Table(
 
 LABELS = Table(
     name="labels",
-    filename="labels.parquet",
+    files=(paths.LABELS, paths.LABEL_STRUCTURE, paths.LABEL_COMPETING),
     description="PySCF periodic DFT labels, one row per (structure, settings).",
     key=("structure_id", "settings_hash"),
     columns=(
@@ -240,7 +248,7 @@ LABELS = Table(
 
 REFERENCES = Table(
     name="references",
-    filename="references.parquet",
+    files=(paths.REFERENCES, paths.LABEL_REFERENCE),
     description="Elemental reference energies (standard elemental solid or diatomic gas), same settings as labels.",
     key=("element", "settings_hash"),
     columns=(
@@ -261,7 +269,7 @@ REFERENCES = Table(
 
 EXTERNAL_LABELS = Table(
     name="external_labels",
-    filename="external_labels.parquet",
+    files=(paths.EXTERNAL_LABELS,),
     description="Labels from outside matscreen (train.external_labels), featurized and trained on with the PySCF labels.",
     key=("structure_id",),
     columns=(
@@ -277,7 +285,7 @@ EXTERNAL_LABELS = Table(
 
 CANDIDATE_FEATURES = Table(
     name="candidate_features",
-    filename="features/part-*.parquet",
+    files=(paths.CANDIDATE_FEATURES,),
     description="Features of candidates; feature columns are float32 and named by the feature-name map.",
     key=("candidate_id",),
     extra_dtype="float32",
@@ -289,7 +297,7 @@ CANDIDATE_FEATURES = Table(
 
 STRUCTURE_FEATURES = Table(
     name="structure_features",
-    filename="labeled_features.parquet",
+    files=(paths.LABELED_FEATURES, paths.EXTERNAL_FEATURES),
     description="Features of labeled structures, computed by the same code as candidate features.",
     key=("structure_id",),
     extra_dtype="float32",
@@ -301,7 +309,7 @@ STRUCTURE_FEATURES = Table(
 
 CV_METRICS = Table(
     name="cv_metrics",
-    filename="cv_metrics.parquet",
+    files=(paths.CV_METRICS,),
     description="Cross-validation metrics of the trained model, per fold and overall.",
     key=("fold", "metric"),
     columns=(
@@ -313,7 +321,7 @@ CV_METRICS = Table(
 
 OOF_PREDICTIONS = Table(
     name="oof_predictions",
-    filename="oof_predictions.parquet",
+    files=(paths.OOF_PREDICTIONS,),
     description="Out-of-fold predictions of every labeled structure.",
     key=("structure_id",),
     columns=(
@@ -327,7 +335,7 @@ OOF_PREDICTIONS = Table(
 
 PREDICTIONS = Table(
     name="predictions",
-    filename="predictions/part-*.parquet; ranked.parquet",
+    files=(paths.PREDICTION_SHARD, paths.RANKED, paths.NEXT_TO_LABEL),
     description="Model predictions for candidates, ranked by the screening score.",
     key=("candidate_id",),
     columns=(
@@ -667,7 +675,7 @@ def markdown() -> str:
     """The contracts as Markdown (for the README)."""
     lines: list[str] = []
     for t in ALL_TABLES.values():
-        lines += [f"### `{t.name}` ({t.filename})", "", t.description, "", f"Primary key: `{', '.join(t.key)}`."]
+        lines += [f"### `{t.name}`", "", "Files: " + ", ".join(f"`{f}`" for f in t.files) + ".", "", t.description, "", f"Primary key: `{', '.join(t.key)}`."]
         if t.extra_dtype:
             lines.append(f"Further columns: features, `{t.extra_dtype}`.")
         lines += ["", "| column | dtype | unit | null | meaning |", "|---|---|---|---|---|"]

@@ -2,14 +2,14 @@
 # Downstream featurize/predict jobs run once per shard.
 rule enumerate:
     output:
-        shards=expand("results/enumerate/candidates/part-{shard}.parquet", shard=SHARDS),
-        funnel="results/enumerate/funnel.parquet",
+        shards=expand(paths.CANDIDATE_SHARD, shard=SHARDS),
+        funnel=paths.FUNNEL,
     params:
         settings=config["enumerate"],
     log:
         "logs/enumerate/enumerate.log",
     benchmark:
-        "results/benchmarks/enumerate.tsv"
+        paths.BENCHMARKS + "/enumerate.tsv"
     conda:
         "../../envs/enumerate.yaml"
     script:

@@ -4,8 +4,8 @@ rule ingest:
     input:
         files=ingest_input_files,
     output:
-        structures="results/ingest/structures.parquet",
-        rejects="results/ingest/rejects.parquet",
+        structures=paths.STRUCTURES,
+        rejects=paths.REJECTS,
     params:
         inputs=config["ingest"]["inputs"],
         settings=config["ingest"],
@@ -15,7 +15,7 @@ rule ingest:
     log:
         "logs/ingest/ingest.log",
     benchmark:
-        "results/benchmarks/ingest.tsv"
+        paths.BENCHMARKS + "/ingest.tsv"
     conda:
         "../../envs/ingest.yaml"
     script:

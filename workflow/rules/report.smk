@@ -12,16 +12,16 @@ rule report:
         oof=rules.train.output.oof,
         ranked=rules.rank.output.ranked,
         next_up=rules.rank.output.next,
-        targets="results/label/targets.parquet",
+        targets=paths.LABEL_TARGETS,
     output:
-        summary=report("results/report/summary.md", caption="../report/summary.rst", category="Summary"),
-        parity=report("results/report/parity.png", caption="../report/parity.rst", category="Model"),
-        predictions=report("results/report/predictions.png", caption="../report/predictions.rst", category="Screening"),
+        summary=report(paths.SUMMARY, caption="../report/summary.rst", category="Summary"),
+        parity=report(paths.PARITY_PLOT, caption="../report/parity.rst", category="Model"),
+        predictions=report(paths.PREDICTIONS_PLOT, caption="../report/predictions.rst", category="Screening"),
     params:
         out_dir=lambda w, output: os.path.dirname(output.summary),
         settings=config["report"],
         label_settings=config["label"],
-        target=config["train"].get("target", "formation_energy_ev_per_atom"),
+        target=config["train"]["target"],
     log:
         "logs/report/report.log",
     conda:

@@ -3,7 +3,7 @@ rule prepare_external_labels:
     input:
         config["train"]["external_labels"],
     output:
-        "results/train/external_labels.parquet",
+        paths.EXTERNAL_LABELS,
     params:
         target=config["train"]["target"],
     log:
@@ -21,16 +21,16 @@ rule train:
         features=rules.featurize_labeled.output[0],
         labels=rules.gather_labels.output.labels,
     output:
-        model="results/train/model.json",
-        metrics="results/train/cv_metrics.parquet",
-        oof="results/train/oof_predictions.parquet",
+        model=paths.MODEL,
+        metrics=paths.CV_METRICS,
+        oof=paths.OOF_PREDICTIONS,
     params:
         settings=config["train"],
         seed=config["seed"],
     log:
         "logs/train/train.log",
     benchmark:
-        "results/benchmarks/train.tsv"
+        paths.BENCHMARKS + "/train.tsv"
     conda:
         "../../envs/train.yaml"
     script:
