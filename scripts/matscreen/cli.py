@@ -61,7 +61,7 @@ def _cmd_ingest(args: argparse.Namespace) -> None:
     from matscreen import ingest
 
     cfg = _config(args)
-    ingest.run(list(args.paths), args.output, args.rejects, cfg["ingest"], cfg["label"], args.existing, config_hash(cfg))
+    ingest.run(list(args.paths), args.output, args.rejects, cfg["ingest"], args.existing, config_hash(cfg))
 
 
 def _cmd_enumerate(args: argparse.Namespace) -> None:

@@ -140,8 +140,6 @@ STRUCTURES = Table(
         Column("site_roles", "string", "JSON: site label -> occupancy in the family's prototype (and roles)"),
         Column("inversion", "float64", "spinel inversion degree (fraction of tetrahedral sites holding B ions); null otherwise"),
         Column("duplicate_of", "string", "structure_id of the earlier entry this one matches; null if new"),
-        Column("label_supported", "bool", "all elements have basis and pseudopotential in the label settings"),
-        Column("unsupported_elements", "string", "space-separated elements the label settings cannot compute"),
         Column("note", "string", "what ingest did to the structure (e.g. ordered approximant)"),
         *SITE_COLUMNS,
         Column("structure", "string", "pymatgen Structure as JSON", nullable=False),

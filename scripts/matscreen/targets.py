@@ -34,13 +34,17 @@ def _unsupported(elements: list[str], label_settings: Mapping[str, Any]) -> list
     return unsupported_elements(elements, dict(label_settings))
 
 
-def from_structures(structures: pd.DataFrame, select: Mapping[str, Any]) -> pd.DataFrame:
-    """Ingested structures to label: unique, supported, at most ``max_sites`` atoms when primitive."""
+def from_structures(structures: pd.DataFrame, select: Mapping[str, Any], label_settings: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Ingested structures to label: unique, computable with the label settings, at most ``max_sites`` atoms when primitive."""
     if not select.get("ingested", True) or structures.empty:
         return tables.empty_frame(tables.LABEL_TARGETS)
-    keep = structures[structures["duplicate_of"].isna() & (structures["label_supported"].fillna(False).astype(bool))]
+    keep = structures[structures["duplicate_of"].isna()]
     rows = []
     for rec in keep.to_dict("records"):
+        bad = _unsupported(sorted(el.symbol for el in Composition(rec["formula"]).elements), label_settings or {})
+        if bad:
+            log.info("not labeling %s (%s): no basis or pseudopotential for %s", rec["structure_id"], rec["formula"], " ".join(bad))
+            continue
         prim = structure_from_json(rec["structure"], f"structures table, structure {rec['structure_id']}").get_primitive_structure()
         if len(prim) > int(select.get("max_sites", 14)):
             log.info("not labeling %s (%s): %d atoms in the primitive cell > label.select.max_sites",
@@ -187,7 +191,7 @@ def select_targets(
     structures: pd.DataFrame, candidates: pd.DataFrame, label_settings: Mapping[str, Any], seed: int
 ) -> pd.DataFrame:
     select = label_settings.get("select") or {}
-    parts = [from_structures(structures, select), from_candidates(candidates, select, label_settings, seed)]
+    parts = [from_structures(structures, select, label_settings), from_candidates(candidates, select, label_settings, seed)]
     parts = [p for p in parts if len(p)]
     if not parts:
         return tables.empty_frame(tables.LABEL_TARGETS)

@@ -9,9 +9,7 @@ rule ingest:
     params:
         inputs=config["ingest"]["inputs"],
         settings=config["ingest"],
-        # only what decides label_supported, so other label settings do not rerun ingest
-        label_settings={k: config["label"][k] for k in ("basis", "pseudo")},
-        existing=config["ingest"].get("existing") or "",
+        existing=config["ingest"]["existing"] or "",
     log:
         "logs/ingest/ingest.log",
     benchmark:
