@@ -14,7 +14,7 @@ import pytest
 from pymatgen.core import Structure
 
 from matscreen import chemistry, featurize
-from matscreen.config import ConfigError, load_config
+from matscreen.config import ConfigError, load_config, settings_dict
 from matscreen.families import FAMILIES, Ion, format_occupancy, site_composition
 from matscreen.tables import (
     CANDIDATE_FEATURES,
@@ -286,7 +286,7 @@ def test_names_are_lightgbm_safe_and_hash_tracks_features() -> None:
 def test_config_section_validates_and_names_bad_keys() -> None:
     cfg = load_config()
     assert cfg["featurize"]["element_property"] == ["magpie"] and cfg["featurize"]["fast_path"] is True
-    assert featurize.resolve_settings({}) == cfg["featurize"]
+    assert settings_dict(featurize.resolve_settings({})) == cfg["featurize"]
     with pytest.raises(ConfigError, match=r"featurize\.element_property\.0"):
         featurize.resolve_settings({"element_property": ["magpi"]})
     with pytest.raises(ConfigError, match="featurize"):
