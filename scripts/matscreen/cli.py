@@ -68,10 +68,8 @@ def _cmd_enumerate(args: argparse.Namespace) -> None:
     from matscreen import enumerate as enumerate_stage
 
     cfg = _config(args)
-    settings = dict(cfg["enumerate"])
-    if args.families:
-        settings["families"] = args.families
-    n = args.shards or settings["shards"]
+    settings = enumerate_stage.resolve_settings({**cfg["enumerate"], **({"families": args.families} if args.families else {})})
+    n = args.shards or settings.shards
     out = Path(args.output)
     shards = [str(out / paths.relative(paths.CANDIDATE_SHARD, paths.ENUMERATE).format(shard=i)) for i in range(n)]
     enumerate_stage.run(settings, shards, str(out / paths.relative(paths.FUNNEL, paths.ENUMERATE)), config_hash(cfg))
