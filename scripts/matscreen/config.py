@@ -212,6 +212,3 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
 def config_hash(config: Mapping[str, Any]) -> str:
     return stable_hash(dict(config))
 
-
-def section(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    return dict(config.get(name) or {})

@@ -54,10 +54,13 @@ class _SiteFeaturizer(BaseFeaturizer):
         if family not in FAMILIES:
             raise ValueError(f"unknown family {family!r} (site features exist for {', '.join(FAMILIES)})")
         if len(species) != len(SITE_LABELS):
-            raise TypeError(f"featurize() takes the family and {len(SITE_LABELS)} site occupancies ({', '.join(SITE_LABELS)})")
+            raise TypeError(
+                f"featurize() takes the family and {len(SITE_LABELS)} site occupancies ({', '.join(SITE_LABELS)})"
+            )
         columns = {label: np.array([value], dtype=object) for label, value in zip(SITE_LABELS, species, strict=True)}
-        values, _ = featurize_site.site_features(np.array([family], dtype=object), columns, int(self.anion_cn),
-                                                 self.radius_fallback)
+        values, _ = featurize_site.site_features(
+            np.array([family], dtype=object), columns, int(self.anion_cn), self.radius_fallback
+        )
         index = _index()
         return [float(values[0, index[name]]) for name in self._LABELS]
 

@@ -8,6 +8,9 @@ directory of a run; ``{shard}``, ``{structure_id}`` and ``{element}`` are Snakem
 The command line writes the same layout under folders of its own (``matscreen enumerate -o
 DIR`` writes ``DIR/candidates/part-0.parquet``, ``DIR/funnel.parquet``): :func:`relative` gives
 a path's name inside its stage folder.
+
+Logs (``logs/``) and benchmarks (``results/benchmarks/``) are named in the rules themselves:
+they are no tables, and ``snakemake --lint`` refuses paths composed in a rule.
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ from __future__ import annotations
 import posixpath
 
 RESULTS = "results"
-LOGS = "logs"
-BENCHMARKS = f"{RESULTS}/benchmarks"
 
 # --- stage folders -------------------------------------------------------------------------
 INGEST = f"{RESULTS}/ingest"

@@ -64,7 +64,9 @@ def label_outputs(wildcards):
     """One file per label job: compounds under structures/, their competing phases under competing/."""
     targets = _targets(label_targets_path())
     competing = targets["origin"] == "competing"
-    return expand("results/label/structures/{structure_id}.parquet", structure_id=sorted(targets.loc[~competing, "structure_id"])) + expand(
+    return expand(
+        "results/label/structures/{structure_id}.parquet", structure_id=sorted(targets.loc[~competing, "structure_id"])
+    ) + expand(
         "results/label/competing/{structure_id}.parquet", structure_id=sorted(targets.loc[competing, "structure_id"])
     )
 
@@ -82,7 +84,9 @@ def _label_resources(structure_id, attempt):
     from matscreen.structjson import structure_from_json
 
     row = _targets("results/label/targets.parquet").set_index("structure_id").loc[structure_id]
-    res = estimate_resources(structure_from_json(row["structure"], f"results/label/targets.parquet: {structure_id}"), config["label"])
+    res = estimate_resources(
+        structure_from_json(row["structure"], f"results/label/targets.parquet: {structure_id}"), config["label"]
+    )
     return scale_resources(res, attempt)
 
 

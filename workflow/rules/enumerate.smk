@@ -9,7 +9,7 @@ rule enumerate:
     log:
         "logs/enumerate/enumerate.log",
     benchmark:
-        paths.BENCHMARKS + "/enumerate.tsv"
+        "results/benchmarks/enumerate.tsv"
     conda:
         "../../envs/enumerate.yaml"
     script:

@@ -10,7 +10,7 @@ rule featurize_candidates:
     log:
         "logs/featurize/candidates-{shard}.log",
     benchmark:
-        paths.BENCHMARKS + "/featurize/candidates-{shard}.tsv"
+        "results/benchmarks/featurize/candidates-{shard}.tsv"
     conda:
         "../../envs/featurize.yaml"
     script:

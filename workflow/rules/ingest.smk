@@ -13,7 +13,7 @@ rule ingest:
     log:
         "logs/ingest/ingest.log",
     benchmark:
-        paths.BENCHMARKS + "/ingest.tsv"
+        "results/benchmarks/ingest.tsv"
     conda:
         "../../envs/ingest.yaml"
     script:

@@ -30,7 +30,7 @@ rule train:
     log:
         "logs/train/train.log",
     benchmark:
-        paths.BENCHMARKS + "/train.tsv"
+        "results/benchmarks/train.tsv"
     conda:
         "../../envs/train.yaml"
     script:

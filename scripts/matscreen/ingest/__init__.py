@@ -41,7 +41,23 @@ from matscreen.ingest.settings import DedupeSettings, IngestSettings, Recognitio
 from matscreen.ingest.stage import check_every_file_accounted, expand_inputs, ingest, run, summary
 
 __all__ = [
-    "DedupeSettings", "IngestSettings", "IngestTimeout", "RecognitionSettings", "Reject", "cache_key",
-    "check_every_file_accounted", "detect_format", "disorder_summary", "expand_inputs", "ingest", "mark_duplicates",
-    "ordered_approximant", "read_file", "read_file_cached", "resolve_settings", "run", "split_cif_blocks", "summary",
+    "DedupeSettings",
+    "IngestSettings",
+    "IngestTimeout",
+    "RecognitionSettings",
+    "Reject",
+    "cache_key",
+    "check_every_file_accounted",
+    "detect_format",
+    "disorder_summary",
+    "expand_inputs",
+    "ingest",
+    "mark_duplicates",
+    "ordered_approximant",
+    "read_file",
+    "read_file_cached",
+    "resolve_settings",
+    "run",
+    "split_cif_blocks",
+    "summary",
 ]

@@ -55,12 +55,14 @@ def cache_key(settings: IngestSettings) -> str:
     from importlib import metadata
 
     cfg = settings_dict(settings)
-    return stable_hash({
-        "format": CACHE_FORMAT,
-        "settings": {k: v for k, v in cfg.items() if k not in _CACHE_IGNORED_KEYS},
-        "code": _code_digest(),
-        "pymatgen": metadata.version("pymatgen"),
-    })
+    return stable_hash(
+        {
+            "format": CACHE_FORMAT,
+            "settings": {k: v for k, v in cfg.items() if k not in _CACHE_IGNORED_KEYS},
+            "code": _code_digest(),
+            "pymatgen": metadata.version("pymatgen"),
+        }
+    )
 
 
 def _json_default(obj: Any) -> Any:
@@ -74,7 +76,9 @@ def _cache_entry(cache_dir: str | os.PathLike[str], key: str, sha: str, fmt: str
 
 
 def read_file_cached(
-    path: str, settings: IngestSettings, cache_dir: str | os.PathLike[str] | None,
+    path: str,
+    settings: IngestSettings,
+    cache_dir: str | os.PathLike[str] | None,
     key: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
     """:func:`read_file` through the per-file cache; returns ``(rows, rejects, hit)``.

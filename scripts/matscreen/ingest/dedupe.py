@@ -16,7 +16,14 @@ log = logging.getLogger(__name__)
 
 
 def _matcher(d: DedupeSettings) -> StructureMatcher:
-    return StructureMatcher(ltol=d.ltol, stol=d.stol, angle_tol=d.angle_tol, primitive_cell=True, scale=d.scale, comparator=ElementComparator())
+    return StructureMatcher(
+        ltol=d.ltol,
+        stol=d.stol,
+        angle_tol=d.angle_tol,
+        primitive_cell=True,
+        scale=d.scale,
+        comparator=ElementComparator(),
+    )
 
 
 def _bucket(formula: str, spacegroup: Any, same_sg: bool) -> tuple[str, int | None]:
@@ -25,7 +32,9 @@ def _bucket(formula: str, spacegroup: Any, same_sg: bool) -> tuple[str, int | No
     return (formula, int(spacegroup))
 
 
-def mark_duplicates(structures: pd.DataFrame, settings: DedupeSettings, existing: pd.DataFrame | None = None) -> pd.DataFrame:
+def mark_duplicates(
+    structures: pd.DataFrame, settings: DedupeSettings, existing: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Set ``duplicate_of`` to the ``structure_id`` of the first earlier match (existing first, then input order).
 
     ``settings`` is ``ingest.dedupe``. Only structures with the same reduced formula (and, with ``same_spacegroup``, the same
@@ -41,15 +50,21 @@ def mark_duplicates(structures: pd.DataFrame, settings: DedupeSettings, existing
     originals: dict[tuple[str, int | None], list[tuple[str, Structure]]] = {}
     if existing is not None and len(existing):
         keep = existing[existing["duplicate_of"].isna()] if "duplicate_of" in existing else existing
-        for sid, formula, sg, js in zip(keep["structure_id"], keep["reduced_formula"], keep["spacegroup_number"], keep["structure"], strict=True):
+        for sid, formula, sg, js in zip(
+            keep["structure_id"], keep["reduced_formula"], keep["spacegroup_number"], keep["structure"], strict=True
+        ):
             try:
-                originals.setdefault(_bucket(formula, sg, same_sg), []).append((sid, structure_from_json(js, f"existing structures table, structure {sid}")))
+                originals.setdefault(_bucket(formula, sg, same_sg), []).append(
+                    (sid, structure_from_json(js, f"existing structures table, structure {sid}"))
+                )
             except UnsafeStructureJSON:
                 raise
             except Exception as exc:
                 log.warning("existing structure %s could not be read back (%s); not used for de-duplication", sid, exc)
     dup_of: list[str | None] = []
-    for sid, formula, sg, js in zip(out["structure_id"], out["reduced_formula"], out["spacegroup_number"], out["structure"], strict=True):
+    for sid, formula, sg, js in zip(
+        out["structure_id"], out["reduced_formula"], out["spacegroup_number"], out["structure"], strict=True
+    ):
         s = structure_from_json(js, f"structure {sid}")
         found = None
         key = _bucket(formula, sg, same_sg)

@@ -173,7 +173,10 @@ def parse_cif_block(text: str, occupancy_tolerance: float) -> tuple[Structure, l
             raise Reject("parse_error", f"{type(exc).__name__}: {exc}") from None
     messages = [" ".join(str(w.message).split()) for w in caught]
     if any("Defaulting to P1" in m for m in messages):
-        raise Reject("symmetry_fallback", "pymatgen could not read the symmetry operations and would return only the asymmetric unit ('Defaulting to P1')")
+        raise Reject(
+            "symmetry_fallback",
+            "pymatgen could not read the symmetry operations and would return only the asymmetric unit ('Defaulting to P1')",
+        )
     if not structures:
         raise Reject("no_structure", "pymatgen returned no structure")
     return structures[0], [m for m in messages if not m.startswith("Possible issue in CIF file at line")]

@@ -117,7 +117,11 @@ def _site_columns(rec: Recognition) -> dict[str, Any]:
         radii = [shannon_radius(i.element, i.oxidation, cn) for i in ions]
         cols[f"{label}_species"] = occ
         cols[f"{label}_oxi"] = float(sum(i.oxidation * i.fraction for i in ions))
-        cols[f"{label}_radius_ang"] = None if any(r is None for r in radii) else float(sum(r * i.fraction for r, i in zip(radii, ions, strict=True)))  # type: ignore[operator]
+        cols[f"{label}_radius_ang"] = (
+            None
+            if any(r is None for r in radii)
+            else float(sum(r * i.fraction for r, i in zip(radii, ions, strict=True)))
+        )  # type: ignore[operator]
     return cols
 
 
@@ -125,7 +129,11 @@ def _spacegroup(s: Structure, settings: IngestSettings) -> int | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # spglib's OLD_ERROR_HANDLING notice
-            return int(SpacegroupAnalyzer(s, symprec=settings.symprec, angle_tolerance=settings.angle_tolerance).get_space_group_number())
+            return int(
+                SpacegroupAnalyzer(
+                    s, symprec=settings.symprec, angle_tolerance=settings.angle_tolerance
+                ).get_space_group_number()
+            )
     except Exception as exc:  # spglib fails on some odd cells; the row is still useful
         log.debug("spglib failed: %s", exc)
         return None
@@ -161,7 +169,9 @@ def _disordered_roles(original: Structure, settings: IngestSettings) -> list[str
     return [f"original {rec.family} site occupancy: {occ}{inv}"]
 
 
-def _structure_row(s: Structure, source: str, block: str, sha: str, settings: IngestSettings, notes: list[str]) -> dict[str, Any]:
+def _structure_row(
+    s: Structure, source: str, block: str, sha: str, settings: IngestSettings, notes: list[str]
+) -> dict[str, Any]:
     """Check, classify and describe one parsed structure; raises :class:`Reject`."""
     _check_structure(s, settings)
     if not s.is_ordered:
@@ -175,7 +185,10 @@ def _structure_row(s: Structure, source: str, block: str, sha: str, settings: In
     if settings.require_charge_balance:
         balanced = rec.charge_balanced if rec.family != OTHER else _charge_balanced_other(s)
         if not balanced:
-            raise Reject("not_charge_balanced", f"{s.composition.reduced_formula}: no charge-balanced oxidation states ({rec.family}: {rec.reason})")
+            raise Reject(
+                "not_charge_balanced",
+                f"{s.composition.reduced_formula}: no charge-balanced oxidation states ({rec.family}: {rec.reason})",
+            )
     roles = rec.site_roles()
     if rec.family != OTHER:
         roles["reason"] = rec.reason
@@ -199,7 +212,9 @@ def _structure_row(s: Structure, source: str, block: str, sha: str, settings: In
     return row
 
 
-def read_file(path: str, settings: IngestSettings | Mapping[str, Any] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def read_file(
+    path: str, settings: IngestSettings | Mapping[str, Any] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Structures rows and rejects rows of one input file. Never raises for anything in the file."""
     settings = resolve_settings(settings)
     rows: list[dict[str, Any]] = []
@@ -214,7 +229,10 @@ def read_file(path: str, settings: IngestSettings | Mapping[str, Any] | None) ->
             data = read_bytes(path, settings.max_file_mb)
             sha = hashlib.sha256(data).hexdigest()
             if fmt is None:
-                raise Reject("unknown_format", f"file name {os.path.basename(path)!r} is not CIF (*.cif, *.mcif), POSCAR (POSCAR*, CONTCAR*, *.vasp, *.poscar) or pymatgen JSON (*.json)")
+                raise Reject(
+                    "unknown_format",
+                    f"file name {os.path.basename(path)!r} is not CIF (*.cif, *.mcif), POSCAR (POSCAR*, CONTCAR*, *.vasp, *.poscar) or pymatgen JSON (*.json)",
+                )
             text = decode(data)
             parsed = parse(text, fmt, settings.occupancy_tolerance)
             for block, item, notes in parsed:
@@ -237,7 +255,13 @@ def read_file(path: str, settings: IngestSettings | Mapping[str, Any] | None) ->
         rejects.clear()
         reject("", "internal_error", "out of memory while reading")
     except Exception as exc:  # the guarantee: a bad file never stops the run
-        log.warning("%s: unexpected %s while reading (recorded as a reject): %s", path, type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        log.warning(
+            "%s: unexpected %s while reading (recorded as a reject): %s",
+            path,
+            type(exc).__name__,
+            exc,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
         rows.clear()
         rejects.clear()
         reject("", "internal_error", f"{type(exc).__name__}: {exc}")

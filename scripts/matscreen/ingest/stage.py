@@ -23,7 +23,9 @@ from matscreen.provenance import provenance
 log = logging.getLogger(__name__)
 
 
-def expand_inputs(paths: list[str], ignore: list[str] | tuple[str, ...] = ()) -> tuple[list[str], list[tuple[str, str]]]:
+def expand_inputs(
+    paths: list[str], ignore: list[str] | tuple[str, ...] = ()
+) -> tuple[list[str], list[tuple[str, str]]]:
     """Files named by ``paths`` (files, folders searched recursively, globs), in a stable order.
 
     Files found by walking a folder are skipped when their name matches a pattern of ``ignore``
@@ -107,7 +109,9 @@ def ingest(
             log.info("ingest: %d/%d files read", i, len(files))
     if cache is not None:
         log.info("ingest cache %s: %d of %d files from the cache, %d read", cache, hits, len(files), len(files) - hits)
-    structures = tables.conform(pd.DataFrame(rows), tables.STRUCTURES) if rows else tables.empty_frame(tables.STRUCTURES)
+    structures = (
+        tables.conform(pd.DataFrame(rows), tables.STRUCTURES) if rows else tables.empty_frame(tables.STRUCTURES)
+    )
     structures = mark_duplicates(structures, cfg.dedupe, existing)
     rej = tables.conform(pd.DataFrame(rejects), tables.REJECTS) if rejects else tables.empty_frame(tables.REJECTS)
     check_every_file_accounted(files, structures, rej)
@@ -122,8 +126,10 @@ def check_every_file_accounted(files: list[str], structures: pd.DataFrame, rejec
     """
     lost = sorted(set(files) - set(structures["source"]) - set(rejects["source"]))
     if lost:
-        raise RuntimeError(f"ingest: {len(lost)} input file(s) ended in neither structures nor rejects "
-                           f"(first: {lost[0]}); please report this as a bug")
+        raise RuntimeError(
+            f"ingest: {len(lost)} input file(s) ended in neither structures nor rejects "
+            f"(first: {lost[0]}); please report this as a bug"
+        )
 
 
 def summary(n_files: int, structures: pd.DataFrame, rejects: pd.DataFrame) -> str:
@@ -159,7 +165,8 @@ def run(
         log.info("ingest: %s does not exist yet; nothing to de-duplicate against", existing_path)
     structures, rejects = ingest(inputs, cfg, existing, cfg.cache)
     prov = provenance("ingest", settings_dict(cfg), config_hash)
-    tables.write_tables([(structures, structures_path, tables.STRUCTURES), (rejects, rejects_path, tables.REJECTS)],
-                        prov)  # both checked before either is written
+    tables.write_tables(
+        [(structures, structures_path, tables.STRUCTURES), (rejects, rejects_path, tables.REJECTS)], prov
+    )  # both checked before either is written
     n_files = len({*structures["source"], *rejects["source"]})
     log.info(summary(n_files, structures, rejects))
