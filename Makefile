@@ -37,7 +37,11 @@ dryrun: install
 docs: install
 	$(BIN)/matscreen tables --update-readme README.md
 
+# ruff (lint + format check; pyproject.toml lists the files not yet formatted), snakefmt, Snakemake's own linter
 lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow
 	$(BIN)/snakemake --lint
 
 report: install

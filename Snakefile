@@ -21,6 +21,6 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        "results/screen/ranked.parquet",
-        "results/screen/top.csv",
-        "results/report/summary.md",
+        paths.RANKED,
+        paths.TOP,
+        paths.SUMMARY,

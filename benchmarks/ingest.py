@@ -74,7 +74,7 @@ def make_folder(dest: Path, n_files: int, seed: int = 0) -> None:
 
 def timed_ingest(folder: Path, settings: dict) -> tuple[float, int, int, int]:
     t0 = time.perf_counter()
-    structures, rejects = ingest([str(folder)], settings, None)
+    structures, rejects = ingest([str(folder)], settings)
     dt = time.perf_counter() - t0
     return dt, len(structures), int(structures["duplicate_of"].notna().sum()), len(rejects)
 

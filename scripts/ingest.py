@@ -6,5 +6,5 @@ setup_logging(snakemake.log[0])
 from matscreen import ingest  # noqa: E402
 
 ingest.run(list(snakemake.params.inputs), snakemake.output.structures, snakemake.output.rejects,
-           snakemake.params.settings, snakemake.params.label_settings, snakemake.params.existing or None,
+           snakemake.params.settings, snakemake.params.existing or None,
            config_hash(snakemake.config))

@@ -87,17 +87,17 @@ def test_default_space_is_demo_sized_and_conforms(default_run):
 def test_every_candidate_is_neutral_and_passes_thresholds(default_run):
     cand, _ = default_run
     settings = en.resolve_settings({})
-    f = settings["filters"]
+    f = settings.filters
     for fam_name, rows in cand.groupby("family"):
         fam = get_family(fam_name)
         charge = sum(s.multiplicity * rows[f"{s.label}_oxi"] for s in fam.sites)
         assert np.allclose(charge, 0.0)
         if fam_name in ("perovskite", "double_perovskite"):
-            assert rows["tolerance_factor"].between(f["tolerance_factor"]["min"], f["tolerance_factor"]["max"]).all()
-            assert rows["octahedral_factor"].between(f["octahedral_factor"]["min"], f["octahedral_factor"]["max"]).all()
+            assert rows["tolerance_factor"].between(f.tolerance_factor.min, f.tolerance_factor.max).all()
+            assert rows["octahedral_factor"].between(f.octahedral_factor.min, f.octahedral_factor.max).all()
             assert (rows["tau"] < 4.18).all()
         else:
-            for label, (lo, hi) in f["radius_ratio"]["windows"][fam_name].items():
+            for label, (lo, hi) in f.radius_ratio.windows[fam_name].items():
                 ratio = rows[f"{label}_radius_ang"] / rows["X_radius_ang"]
                 assert ratio.between(lo, hi).all(), (fam_name, label)
 
@@ -207,10 +207,10 @@ def test_known_non_perovskites_fail_tolerance_filters(a, b, x, why):
     row = _find(loose, "perovskite", A=a, B=b, X=x)
     assert len(row) == 1
     t, mu, tau = row.iloc[0][["tolerance_factor", "octahedral_factor", "tau"]]
-    f = en.resolve_settings({})["filters"]
-    t_ok = f["tolerance_factor"]["min"] <= t <= f["tolerance_factor"]["max"]
-    mu_ok = f["octahedral_factor"]["min"] <= mu <= f["octahedral_factor"]["max"]
-    assert not (t_ok and mu_ok and tau < f["tau"]["max"])
+    f = en.resolve_settings({}).filters
+    t_ok = f.tolerance_factor.min <= t <= f.tolerance_factor.max
+    mu_ok = f.octahedral_factor.min <= mu <= f.octahedral_factor.max
+    assert not (t_ok and mu_ok and tau < f.tau.max)
 
 
 def test_filters_can_be_switched_off_and_thresholds_move():

@@ -14,8 +14,8 @@ import pytest
 from pymatgen.core import Structure
 
 from matscreen import chemistry, featurize
-from matscreen.config import ConfigError, load_config
-from matscreen.families import FAMILIES, Ion, format_occupancy, site_composition
+from matscreen.config import ConfigError, load_config, settings_dict
+from matscreen.families import FAMILIES, SITE_LABELS, Ion, format_occupancy, site_composition
 from matscreen.tables import (
     CANDIDATE_FEATURES,
     CANDIDATES,
@@ -286,7 +286,7 @@ def test_names_are_lightgbm_safe_and_hash_tracks_features() -> None:
 def test_config_section_validates_and_names_bad_keys() -> None:
     cfg = load_config()
     assert cfg["featurize"]["element_property"] == ["magpie"] and cfg["featurize"]["fast_path"] is True
-    assert featurize.resolve_settings({}) == cfg["featurize"]
+    assert settings_dict(featurize.resolve_settings({})) == cfg["featurize"]
     with pytest.raises(ConfigError, match=r"featurize\.element_property\.0"):
         featurize.resolve_settings({"element_property": ["magpi"]})
     with pytest.raises(ConfigError, match="featurize"):
@@ -380,3 +380,33 @@ def test_empty_shard(tmp_path: Path) -> None:
     featurize.run([str(tmp_path / "part-0.parquet")], str(tmp_path / "f.parquet"), "candidate_id", {})
     f = read_table(tmp_path / "f.parquet", CANDIDATE_FEATURES)
     assert len(f) == 0 and list(f.columns[2:]) == featurize.feature_names({})
+
+
+@pytest.mark.parametrize("fallback", ["nearest_cn", "none"])
+def test_matminer_site_featurizers_equal_the_fast_path(fallback: str) -> None:
+    """The site-aware features as matminer featurizers (one row at a time, ``featurize_dataframe``)
+    give exactly the pipeline's vectorised values, NaNs included."""
+    from matminer.featurizers.base import MultipleFeaturizer
+
+    from matscreen import featurize_site
+    from matscreen.featurizers import COLUMNS, PerovskiteToleranceFactors, SiteAwareFeatures, SiteRoleFeatures
+
+    df = random_rows(60, seed=7)
+    df.loc[3, "A_species"] = "Fe2+"  # no radius at CN 12: the fallback matters
+    fast, _ = featurize_site.site_features(df["family"].to_numpy(dtype=object),
+                                           {s: df[f"{s}_species"].to_numpy(dtype=object) for s in SITE_LABELS}, 6, fallback)
+    labels = list(featurize_site.feature_labels())
+    every = SiteAwareFeatures(anion_cn=6, radius_fallback=fallback)
+    assert every.get_params() == {"anion_cn": 6, "radius_fallback": fallback}  # matminer style: arguments by name
+    assert every.feature_labels() == labels and every.implementors() and every.citations()
+    out = every.featurize_dataframe(df, list(COLUMNS), pbar=False)
+    np.testing.assert_array_equal(out[labels].to_numpy(dtype=float), fast)
+    parts = MultipleFeaturizer([SiteRoleFeatures(radius_fallback=fallback), PerovskiteToleranceFactors(radius_fallback=fallback)])
+    split = parts.featurize_dataframe(df, list(COLUMNS), pbar=False)
+    assert sorted(parts.feature_labels()) == sorted(labels)
+    np.testing.assert_array_equal(split[labels].to_numpy(dtype=float), fast)
+    pipeline = featurize.featurize_frame(df, "candidate_id", {"element_property": [], "stoichiometry": False,
+                                                               "valence_orbital": False, "radius_fallback": fallback})
+    np.testing.assert_array_equal(pipeline[labels].to_numpy(), fast.astype(np.float32))
+    with pytest.raises(ValueError, match="unknown family"):
+        every.featurize("other", *([None] * len(SITE_LABELS)))

@@ -126,7 +126,7 @@ def test_ingest_rejects_structure_json_that_names_a_module(tmp_path: Path, evil:
     d.mkdir()
     (d / "evil.json").write_text(json.dumps(_evil_sto(name)))
     (d / "good.json").write_text(STO.read_text())
-    structures, rejects = ingest([str(d)], {}, None)
+    structures, rejects = ingest([str(d)], {})
     _assert_not_imported(evil)
     assert list(structures["source"].map(lambda p: Path(p).name)) == ["good.json"]
     assert len(rejects) == 1, rejects.to_string()
@@ -138,7 +138,7 @@ def test_ingest_rejects_structure_json_that_names_a_module(tmp_path: Path, evil:
 def _structure_row(js: str, sid: str = "s-evil") -> dict:
     return {"structure_id": sid, "structure": js, "family": "perovskite", "formula": "SrTiO3",
             "reduced_formula": "SrTiO3", "spacegroup_number": 221, "duplicate_of": None,
-            "label_supported": True, "nsites": 5}
+            "nsites": 5}
 
 
 def test_label_reads_of_a_targets_table_refuse_a_foreign_module(tmp_path: Path, evil: tuple[str, Path]) -> None:
@@ -179,10 +179,10 @@ def test_targets_and_dedupe_refuse_a_structure_column_naming_a_module(evil: tupl
         targets.from_structures(df, {"ingested": True, "max_sites": 14})
     good = pd.DataFrame([_structure_row(STO.read_text(), "s-good")])
     with pytest.raises(ValueError, match=name):
-        ingest.mark_duplicates(df, ingest.resolve_settings({}))
+        ingest.mark_duplicates(df, ingest.resolve_settings({}).dedupe)
     # a table of earlier runs with such a row: refused too (not used for de-duplication is not enough)
     with pytest.raises(ValueError, match=name):
-        ingest.mark_duplicates(good, ingest.resolve_settings({}), existing=df)
+        ingest.mark_duplicates(good, ingest.resolve_settings({}).dedupe, existing=df)
     _assert_not_imported(evil)
 
 

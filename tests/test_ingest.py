@@ -56,7 +56,7 @@ def one_table_each(structures: pd.DataFrame, rejects: pd.DataFrame, sources: lis
 
 @pytest.fixture(scope="module")
 def shared() -> tuple[pd.DataFrame, pd.DataFrame]:
-    return ingest([str(DATA)], {}, {})
+    return ingest([str(DATA)], {})
 
 
 def test_every_shared_file_ends_in_the_right_table(shared: tuple[pd.DataFrame, pd.DataFrame]) -> None:
@@ -92,7 +92,6 @@ def test_site_columns_and_identity(shared: tuple[pd.DataFrame, pd.DataFrame]) ->
         s = Structure.from_dict(json.loads(row["structure"]))
         assert row["nsites"] == len(s) and row["reduced_formula"] == s.composition.reduced_formula
         assert len(row["source_sha256"]) == 64 and row["structure_id"].startswith("s-")
-    assert structures["label_supported"].all()  # no lanthanides here
 
 
 def test_same_crystal_twice_is_a_duplicate_but_polymorphs_are_not(shared: tuple[pd.DataFrame, pd.DataFrame]) -> None:
@@ -107,7 +106,7 @@ def test_same_crystal_twice_is_a_duplicate_but_polymorphs_are_not(shared: tuple[
 
 def test_ordered_approximant_keeps_disordered_files_with_a_note() -> None:
     paths = [str(DATA / "spinel/MgAl2O4_spinel_amcsd_partial_inversion.cif"), str(DATA / "awkward/SrYCoO_partial_occupancy_srycoo.cif")]
-    structures, rejects = ingest(paths, {"disordered": "ordered_approximant"}, None)
+    structures, rejects = ingest(paths, {"disordered": "ordered_approximant"})
     assert rejects.empty and len(structures) == 2
     by = structures.set_index(structures["source"].map(rel))
     spinel = by.loc["spinel/MgAl2O4_spinel_amcsd_partial_inversion.cif"]
@@ -118,7 +117,6 @@ def test_ordered_approximant_keeps_disordered_files_with_a_note() -> None:
     assert s.is_ordered and s.composition.reduced_formula == "MgAl2O4"
     srco = by.loc["awkward/SrYCoO_partial_occupancy_srycoo.cif"]
     assert Structure.from_dict(json.loads(srco["structure"])).is_ordered and "removed" in srco["note"]
-    assert structures["label_supported"].isna().all()  # no label settings given
 
 
 # --- generated bad inputs -----------------------------------------------------------
@@ -162,7 +160,7 @@ def test_bad_inputs_become_rejects_with_reasons(tmp_path: Path) -> None:
     os.mkfifo(fifo)  # a read would block forever: must be refused, not opened
     expected[str(fifo)] = "unreadable"
     # a path that matches nothing is a config error now (tests/test_reliability.py), not a reject
-    structures, rejects = ingest([str(d)], {}, None)
+    structures, rejects = ingest([str(d)], {})
     assert structures.empty
     check_frame(rejects, tables.REJECTS)
     got = dict(zip(rejects["source"], rejects["reason"], strict=True))
@@ -175,7 +173,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
     p = Path(_write(tmp_path / "locked.cif", (DATA / "perovskite/BaTiO3_P4mm_pyxtal_BTO.cif").read_text()))
     p.chmod(0)
     try:
-        structures, rejects = ingest([str(p)], {}, None)
+        structures, rejects = ingest([str(p)], {})
     finally:
         p.chmod(0o644)
     one_table_each(structures, rejects, [str(p)])
@@ -192,7 +190,7 @@ def test_multi_block_cif(tmp_path: Path) -> None:
     bad = "data_broken\n_cell_length_a 5.0\n"
     p = _write(tmp_path / "three.cif", mag + "\n" + her + "\n" + bad)
     assert [name for name, _ in split_cif_blocks(Path(p).read_text())] == ["global", "global#2", "broken"]
-    structures, rejects = ingest([p], {}, None)
+    structures, rejects = ingest([p], {})
     assert list(structures["block"]) == ["global", "global#2"]
     assert list(structures["reduced_formula"]) == ["Fe3O4", "Al2FeO4"]
     assert list(structures["family"]) == ["spinel", "spinel"]
@@ -214,7 +212,7 @@ def test_poscar_and_json_inputs_and_duplicates_across_formats(tmp_path: Path) ->
     (d / "ts.json").write_text(json.dumps(TransformedStructure(ring, []).as_dict()))
     (d / "list.json").write_text(json.dumps([ring.as_dict(), cto.as_dict()]))
     shutil.copy(DATA / "spinel/Mg2SiO4_ringwoodite_amcsd.cif", d / "ringwoodite.cif")
-    structures, rejects = ingest([str(d)], {}, None)
+    structures, rejects = ingest([str(d)], {})
     assert rejects.empty, rejects.to_string()
     by = {(Path(s).name, b): row for (s, b), row in structures.set_index(["source", "block"]).iterrows()}
     assert by[("POSCAR", "")]["family"] == "spinel" and by[("POSCAR", "")]["A_species"] == "Si4+"
@@ -233,7 +231,7 @@ def test_existing_table_makes_a_refresh_add_only_what_is_new(tmp_path: Path, cap
     first = [str(DATA / "perovskite/SrTiO3_Pm-3m_pymatgen.json"), str(DATA / "spinel/FeAl2O4_hercynite_amcsd.cif")]
     out = tmp_path / "out"
     with caplog.at_level("INFO", logger="matscreen.ingest"):
-        run([*first, str(DATA / "awkward")], str(out / "structures.parquet"), str(out / "rejects.parquet"), {}, {}, None, "cfg123")
+        run([*first, str(DATA / "awkward")], str(out / "structures.parquet"), str(out / "rejects.parquet"), {}, None, "cfg123")
     assert "ingest: read 3 files, kept 2 new structures, 0 duplicates, rejected 1 (by reason: disordered 1)" in caplog.text
     assert len(read_table(out / "rejects.parquet", tables.REJECTS)) == 1
     old = read_table(out / "structures.parquet", tables.STRUCTURES)
@@ -241,33 +239,38 @@ def test_existing_table_makes_a_refresh_add_only_what_is_new(tmp_path: Path, cap
     assert prov["stage"] == "ingest" and prov["config_hash"] == "cfg123" and prov["settings"]["disordered"] == "reject"
     # nightly refresh: the same two files again plus a new one, against the earlier table
     again = [*first, str(DATA / "spinel/Mg2SiO4_ringwoodite_amcsd.cif")]
-    run(again, str(out / "s2.parquet"), str(out / "r2.parquet"), {}, {}, str(out / "structures.parquet"))
+    run(again, str(out / "s2.parquet"), str(out / "r2.parquet"), {}, str(out / "structures.parquet"))
     new = read_table(out / "s2.parquet", tables.STRUCTURES).set_index("source")
     for src, sid in zip(old["source"], old["structure_id"], strict=True):
         assert new.loc[src, "duplicate_of"] == sid
     assert pd.isna(new.loc[again[2], "duplicate_of"])
     # a missing existing file is no earlier run, not an error
-    run(first, str(out / "s3.parquet"), str(out / "r3.parquet"), {}, None, str(out / "none.parquet"))
+    run(first, str(out / "s3.parquet"), str(out / "r3.parquet"), {}, str(out / "none.parquet"))
     assert read_table(out / "s3.parquet", tables.STRUCTURES)["duplicate_of"].isna().all()
 
 
-def test_unsupported_elements_are_flagged_not_rejected(tmp_path: Path) -> None:
+def test_elements_pyscf_cannot_compute_are_kept_and_left_to_label_selection(tmp_path: Path) -> None:
+    """Ingest does not ask the label stage what it can compute: LaAlO3 is ingested like any other
+    perovskite, and label target selection (which knows the label settings) leaves it out."""
+    from matscreen import targets
+
     s = Structure.from_file(DATA / "perovskite/SrTiO3_Pm-3m_pymatgen.json")
     s.remove_oxidation_states()
     s.replace_species({"Sr": "La", "Ti": "Al"})  # LaAlO3: no gth-szv-molopt-sr basis for La
     p = _write(tmp_path / "LaAlO3.json", json.dumps(s.as_dict()))
-    structures, rejects = ingest([p], {}, {})
+    structures, rejects = ingest([p], {})
     assert rejects.empty
     row = structures.iloc[0]
     assert row["family"] == "perovskite" and row["A_species"] == "La3+" and row["B_species"] == "Al3+"
-    assert not row["label_supported"] and row["unsupported_elements"] == "La"
+    assert "label_supported" not in structures and "unsupported_elements" not in structures
+    assert targets.from_structures(structures, {"ingested": True, "max_sites": 14}, {}).empty
 
 
 def test_folders_skip_ignored_names_but_explicit_files_do_not(tmp_path: Path) -> None:
     _write(tmp_path / "README.md", "docs")
     _write(tmp_path / ".hidden.cif", "x")
     _write(tmp_path / "sub" / "a.cif", "x")
-    files, missing = expand_inputs([str(tmp_path), str(tmp_path / "README.md")], resolve_settings({})["ignore"])
+    files, missing = expand_inputs([str(tmp_path), str(tmp_path / "README.md")], resolve_settings({}).ignore)
     assert files == [str(tmp_path / "sub" / "a.cif"), str(tmp_path / "README.md")] and missing == []
     files, missing = expand_inputs([str(tmp_path / "**" / "*.cif")], [])
     assert files == [str(tmp_path / "sub" / "a.cif")]
@@ -285,14 +288,14 @@ def test_settings_errors_name_the_key() -> None:
 def test_timeout_turns_a_slow_file_into_a_reject(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    import matscreen.ingest as mod
+    import matscreen.ingest.readers as mod
 
     p = _write(tmp_path / "slow.cif", (DATA / "perovskite/BaTiO3_P4mm_pyxtal_BTO.cif").read_text())
 
     def hang(*args: object, **kwargs: object) -> None:
         time.sleep(5)
 
-    monkeypatch.setattr(mod, "_parse_cif_block", hang)
+    monkeypatch.setattr(mod, "parse_cif_block", hang)
     rows, rejects = read_file(p, resolve_settings({"timeout_s": 0.3}))
     assert rows == [] and [r["reason"] for r in rejects] == ["timeout"]
 
@@ -342,7 +345,7 @@ def test_fuzzed_cif_never_raises_only_rejects(text: str) -> None:
         path = os.path.join(d, "fuzz.cif")
         with open(path, "w", encoding="utf-8", errors="surrogatepass") as fh:
             fh.write(text)
-        rows, rejects = read_file(path, _FUZZ_SETTINGS, None)
+        rows, rejects = read_file(path, _FUZZ_SETTINGS)
     assert rows or rejects
     for r in rejects:
         assert r["reason"] != "internal_error", r  # every failure mode found so far has a named reason

@@ -86,3 +86,33 @@ def test_cli_has_a_subcommand_per_stage():
         assert re.search(rf"^\s+{stage}\s", res.stdout, re.M), stage
         sub = subprocess.run([str(exe), stage, "--help"], capture_output=True, text=True)
         assert sub.returncode == 0 and "usage: matscreen " + stage in sub.stdout
+
+
+def _tool(name: str) -> str:
+    """A lint tool of the pinned environment (the venv's, else PATH's); skip, saying so, without it."""
+    import shutil
+
+    exe = Path(sys.executable).with_name(name)
+    found = str(exe) if exe.exists() else shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (`make install` installs it from requirements.lock)")
+    return found
+
+
+def test_lint_tools_are_pinned_in_the_test_extra_and_the_lock():
+    extra = _pins(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"])
+    for name in ("ruff", "snakefmt", "pytest"):
+        assert name in extra and LOCK.get(name) == extra[name], f"{name}: test extra {extra.get(name)}, lock {LOCK.get(name)}"
+
+
+@pytest.mark.parametrize("command", [["ruff", "check", "."], ["ruff", "format", "--check", "."],
+                                     ["snakefmt", "--check", "Snakefile", "workflow"]], ids=" ".join)
+def test_tree_is_lint_clean(command):
+    """What `make lint` runs besides `snakemake --lint` (tested above), at the pinned versions."""
+    exe = _tool(command[0])
+    extra = _pins(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"])
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    if extra[command[0]] not in version:
+        pytest.skip(f"{command[0]} {version.strip()} is not the pinned {extra[command[0]]}")
+    res = subprocess.run([exe, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -186,20 +186,20 @@ def test_symlinked_sub_folder_is_read_and_a_cycle_is_read_once(tmp_path):
     (real / "loop").symlink_to(inputs, target_is_directory=True)  # a cycle back up the tree
     files, missing = ingest.expand_inputs([str(inputs)])
     assert files == [str(inputs / "linked" / "SrTiO3.json")] and missing == []
-    structures, rejects = ingest.ingest([str(inputs)], {}, None)
+    structures, rejects = ingest.ingest([str(inputs)], {})
     assert len(structures) == 1 and rejects.empty
 
 
 def test_missing_input_path_is_an_error_naming_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"config key 'ingest.inputs': .*nowhere: no such file or folder"):
-        ingest.ingest([str(tmp_path / "nowhere")], {}, None)
+        ingest.ingest([str(tmp_path / "nowhere")], {})
     with pytest.raises(ConfigError, match=r"config key 'ingest.inputs': .*\*\.cif: glob matched no files"):
-        ingest.ingest([str(tmp_path / "*.cif")], {}, None)
+        ingest.ingest([str(tmp_path / "*.cif")], {})
 
 
 def test_empty_input_folder_is_a_warning_naming_it(tmp_path, caplog):
     (tmp_path / "empty").mkdir()
-    structures, rejects = ingest.ingest([str(tmp_path / "empty")], {}, None)
+    structures, rejects = ingest.ingest([str(tmp_path / "empty")], {})
     assert structures.empty and rejects.empty
     assert any(str(tmp_path / "empty") in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
 
@@ -252,7 +252,7 @@ def test_outputs_get_the_umask_mode_not_0600(tmp_path):
         cache = tmp_path / "cache"
         src = tmp_path / "SrTiO3.json"
         shutil.copy(DATA / "perovskite" / "SrTiO3_Pm-3m_pymatgen.json", src)
-        ingest.ingest([str(src)], {}, None, cache=cache)
+        ingest.ingest([str(src)], {}, cache=cache)
         paths = [t, j, tmp_path / "store" / "copy.parquet", tmp_path / "h.json", *cache.rglob("*.json")]
     finally:
         os.umask(old)
@@ -395,10 +395,10 @@ def test_empty_cache_entry_is_a_miss_and_every_file_is_accounted(tmp_path):
     src.mkdir()
     shutil.copy(DATA / "perovskite" / "SrTiO3_Pm-3m_pymatgen.json", src / "SrTiO3.json")
     cache = tmp_path / "cache"
-    first, _ = ingest.ingest([str(src)], {}, None, cache=cache)
+    first, _ = ingest.ingest([str(src)], {}, cache=cache)
     (entry,) = list(cache.rglob("*.json"))
     entry.write_text(json.dumps({"rows": [], "rejects": []}))
-    again, rejects = ingest.ingest([str(src)], {}, None, cache=cache)
+    again, rejects = ingest.ingest([str(src)], {}, cache=cache)
     assert list(again["source"]) == [str(src / "SrTiO3.json")] and rejects.empty
     pd.testing.assert_frame_equal(first, again)
     assert json.loads(entry.read_text())["rows"], "the entry is rewritten"
@@ -407,6 +407,6 @@ def test_empty_cache_entry_is_a_miss_and_every_file_is_accounted(tmp_path):
 def test_a_file_in_neither_table_stops_ingest(tmp_path, monkeypatch):
     src = tmp_path / "a.cif"
     src.write_text("data_x\n")
-    monkeypatch.setattr(ingest, "read_file_cached", lambda *a, **k: ([], [], False))
+    monkeypatch.setattr(ingest.stage, "read_file_cached", lambda *a, **k: ([], [], False))
     with pytest.raises(RuntimeError, match=rf"ended in neither structures nor rejects \(first: {src}\)"):
-        ingest.ingest([str(src)], {}, None)
+        ingest.ingest([str(src)], {})

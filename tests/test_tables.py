@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -97,3 +99,43 @@ def test_readme_documents_the_current_contracts():
     assert tables.readme_section(text) == tables.markdown().strip(), (
         "README table contracts are stale: run `matscreen tables --update-readme README.md`"
     )
+
+
+def _rule_outputs() -> dict[str, list[str]]:
+    """Every rule's declared outputs, read from the workflow itself (wildcard regexes dropped)."""
+    import re
+    from pathlib import Path
+
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import OutputSettings, ResourceSettings
+
+    from matscreen.config import REPO_ROOT
+
+    cwd = os.getcwd()
+    try:
+        with SnakemakeApi(OutputSettings()) as api:
+            wf = api.workflow(resource_settings=ResourceSettings(), snakefile=Path(REPO_ROOT / "Snakefile"),
+                              workdir=Path(REPO_ROOT))
+            return {r.name: [re.sub(r"\{(\w+),[^}]*\}", r"{\1}", str(o)) for o in r.output] for r in wf._workflow.rules}
+    finally:
+        os.chdir(cwd)
+
+
+def test_readme_contracts_name_exactly_the_files_the_rules_write():
+    """The contract of every Parquet file a rule writes is in the README under that file's real
+    name, and the README names no file that no rule writes (e.g. the old ``features/part-*``)."""
+    import re
+
+    from matscreen.config import REPO_ROOT
+
+    outputs = {o for outs in _rule_outputs().values() for o in outs if o.endswith(".parquet")}
+    documented = {f for t in tables.ALL_TABLES.values() for f in t.files}
+
+    def matches(pattern: str, path: str) -> bool:
+        return re.fullmatch(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(pattern)), path) is not None
+
+    assert sorted(f for f in documented if not any(matches(f, o) for o in outputs)) == [], "documented, written by no rule"
+    assert sorted(o for o in outputs if not any(matches(f, o) for f in documented)) == [], "written, documented nowhere"
+    section = tables.readme_section((REPO_ROOT / "README.md").read_text())
+    named = {f for line in section.splitlines() if line.startswith("Files: ") for f in re.findall(r"`([^`]+)`", line)}
+    assert named == documented

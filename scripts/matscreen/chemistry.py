@@ -8,7 +8,7 @@ table at once for vectorised code.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ def _oxi_key(oxi: float) -> str:
     return str(int(oxi)) if float(oxi).is_integer() else f"{oxi:g}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def shannon_radius(element: str, oxidation: float, cn: int, kind: str = "ionic_radius") -> float | None:
     """Shannon radius (Å) of ``element`` in ``oxidation`` at coordination ``cn``; None if not tabulated.
 
@@ -48,7 +48,7 @@ def shannon_radius(element: str, oxidation: float, cn: int, kind: str = "ionic_r
     return float(next(iter(spins.values()))[kind])
 
 
-@lru_cache(maxsize=None)
+@cache
 def electronegativity(element: str) -> float:
     """Pauling electronegativity (NaN where pymatgen has none, e.g. noble gases)."""
     x = Element(element).X

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from matscreen import __version__
+from matscreen import __version__, paths
 from matscreen.config import ConfigError, config_hash, load_config
 
 log = logging.getLogger("matscreen")
@@ -61,20 +61,18 @@ def _cmd_ingest(args: argparse.Namespace) -> None:
     from matscreen import ingest
 
     cfg = _config(args)
-    ingest.run(list(args.paths), args.output, args.rejects, cfg["ingest"], cfg["label"], args.existing, config_hash(cfg))
+    ingest.run(list(args.paths), args.output, args.rejects, cfg["ingest"], args.existing, config_hash(cfg))
 
 
 def _cmd_enumerate(args: argparse.Namespace) -> None:
     from matscreen import enumerate as enumerate_stage
 
     cfg = _config(args)
-    settings = dict(cfg["enumerate"])
-    if args.families:
-        settings["families"] = args.families
-    n = args.shards or settings["shards"]
+    settings = enumerate_stage.resolve_settings({**cfg["enumerate"], **({"families": args.families} if args.families else {})})
+    n = args.shards or settings.shards
     out = Path(args.output)
-    shards = [str(out / "candidates" / f"part-{i}.parquet") for i in range(n)]
-    enumerate_stage.run(settings, shards, str(out / "funnel.parquet"), config_hash(cfg))
+    shards = [str(out / paths.relative(paths.CANDIDATE_SHARD, paths.ENUMERATE).format(shard=i)) for i in range(n)]
+    enumerate_stage.run(settings, shards, str(out / paths.relative(paths.FUNNEL, paths.ENUMERATE)), config_hash(cfg))
 
 
 def _cmd_select(args: argparse.Namespace) -> None:
@@ -116,10 +114,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     cfg = _config(args)
     out = Path(args.output_dir)
-    train.run(args.features, args.labels, str(out / "model.json"), str(out / "cv_metrics.parquet"),
-              str(out / "oof_predictions.parquet"), train.settings(cfg["train"]), cfg["seed"], config_hash(cfg),
+    train.run(args.features, args.labels, *(str(out / paths.relative(p, paths.TRAIN)) for p in (paths.MODEL, paths.CV_METRICS, paths.OOF_PREDICTIONS)),
+              train.settings(cfg["train"]), cfg["seed"], config_hash(cfg),
               label_settings_hash=settings_hash(cfg["label"]),
-              learning_curve_out=str(out / "learning_curve.parquet"))
+              learning_curve_out=str(out / paths.relative(paths.LEARNING_CURVE, paths.TRAIN)))
 
 
 def _cmd_screen(args: argparse.Namespace) -> None:
@@ -134,31 +132,28 @@ def _cmd_screen(args: argparse.Namespace) -> None:
     out = Path(args.output_dir)
     preds = []
     for i, (cand, feat) in enumerate(zip(candidates, features, strict=True)):
-        p = out / "predictions" / f"part-{i}.parquet"
+        p = out / paths.relative(paths.PREDICTION_SHARD, paths.SCREEN).format(shard=i)
         screen.run_predict(args.model, cand, feat, str(p), config_hash(cfg), screen.settings(cfg["screen"]))
         preds.append(str(p))
-    screen.run_rank(preds, args.targets, str(out / "ranked.parquet"), str(out / "top.csv"),
-                    str(out / "next_to_label.parquet"), cfg["screen"], config_hash(cfg))
+    screen.run_rank(preds, args.targets, *(str(out / paths.relative(p, paths.SCREEN)) for p in (paths.RANKED, paths.TOP, paths.NEXT_TO_LABEL)),
+                    cfg["screen"], config_hash(cfg))
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from matscreen import report
 
     cfg = _config(args)
-    r = Path(args.results)
     inputs = {
-        "structures": r / "ingest/structures.parquet", "rejects": r / "ingest/rejects.parquet",
-        "funnel": r / "enumerate/funnel.parquet", "labels": r / "label/labels.parquet",
-        "references": r / "label/references.parquet", "metrics": r / "train/cv_metrics.parquet",
-        "oof": r / "train/oof_predictions.parquet", "ranked": r / "screen/ranked.parquet",
-        "next_up": r / "screen/next_to_label.parquet",
+        "structures": paths.STRUCTURES, "rejects": paths.REJECTS, "funnel": paths.FUNNEL, "labels": paths.LABELS,
+        "references": paths.REFERENCES, "metrics": paths.CV_METRICS, "oof": paths.OOF_PREDICTIONS,
+        "ranked": paths.RANKED, "next_up": paths.NEXT_TO_LABEL, "learning_curve": paths.LEARNING_CURVE,
     }
-    if (r / "train/learning_curve.parquet").exists():
-        inputs["learning_curve"] = r / "train/learning_curve.parquet"
     from matscreen.train import primary_target
 
-    report.run({k: str(v) for k, v in inputs.items()}, args.output_dir, cfg["report"], cfg["label"],
-               primary_target(cfg))
+    resolved = {k: Path(args.results) / paths.relative(v, paths.RESULTS) for k, v in inputs.items()}
+    if not resolved["learning_curve"].exists():
+        del resolved["learning_curve"]
+    report.run({k: str(v) for k, v in resolved.items()}, args.output_dir, cfg["report"], cfg["label"], primary_target(cfg))
 
 
 def _cmd_tables(args: argparse.Namespace) -> None:
@@ -191,6 +186,11 @@ def _cmd_config(args: argparse.Namespace) -> None:
     sys.stdout.write(yaml.safe_dump(cfg, sort_keys=False))
 
 
+def _name(path: str) -> str:
+    """A result's file (or folder) name: the command line writes into the current folder by default."""
+    return os.path.basename(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="matscreen", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -208,23 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("ingest", _cmd_ingest, "read structure files into structures.parquet; bad files go to rejects.parquet")
     sp.add_argument("paths", nargs="+", metavar="PATH", help="files, folders (searched recursively) or globs")
-    sp.add_argument("-o", "--output", default="structures.parquet", help="structures table (default: %(default)s)")
-    sp.add_argument("--rejects", default="rejects.parquet", help="rejects table (default: %(default)s)")
+    sp.add_argument("-o", "--output", default=_name(paths.STRUCTURES), help="structures table (default: %(default)s)")
+    sp.add_argument("--rejects", default=_name(paths.REJECTS), help="rejects table (default: %(default)s)")
     sp.add_argument("--existing", default=None, help="an earlier structures.parquet to de-duplicate against")
 
     sp = add("enumerate", _cmd_enumerate, "enumerate candidate compositions into sharded Parquet")
-    sp.add_argument("-o", "--output", default="enumerate", help="output folder: candidates/part-*.parquet, funnel.parquet")
+    sp.add_argument("-o", "--output", default=_name(paths.ENUMERATE),
+                    help=f"output folder: {paths.relative(paths.CANDIDATE_SHARD, paths.ENUMERATE)}, {_name(paths.FUNNEL)}")
     sp.add_argument("--shards", type=_positive_int, default=None, help="number of shards, at least 1 (default: enumerate.shards)")
     sp.add_argument("--families", nargs="+", default=None, help="families to enumerate (default: enumerate.families)")
 
     sp = add("select", _cmd_select, "choose the structures to label (ingested + candidate prototypes)")
-    sp.add_argument("--structures", required=True, help="structures.parquet from ingest")
+    sp.add_argument("--structures", required=True, help=f"{_name(paths.STRUCTURES)} from ingest")
     sp.add_argument("--candidates", nargs="+", required=True, help="candidate shards from enumerate")
-    sp.add_argument("-o", "--output", default="targets.parquet")
+    sp.add_argument("-o", "--output", default=_name(paths.LABEL_TARGETS))
 
     sp = add("label", _cmd_label, "PySCF periodic DFT labels for structures (cached in the label store)")
     sp.add_argument("inputs", nargs="+", metavar="STRUCTURES", help="structures.parquet / targets.parquet or structure files")
-    sp.add_argument("-o", "--output", default="labels.parquet")
+    sp.add_argument("-o", "--output", default=_name(paths.LABELS))
     sp.add_argument("--settings", default=None, metavar="FILE.yaml", help="label settings (same keys as the config's label: section)")
 
     sp = add("featurize", _cmd_featurize, "features for candidates or labeled structures")
@@ -234,19 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("train", _cmd_train, "train the LightGBM ensemble with grouped cross-validation")
     sp.add_argument("--features", required=True, help="features of labeled structures")
-    sp.add_argument("--labels", required=True, help="labels.parquet")
-    sp.add_argument("-o", "--output-dir", default="train", help="writes model.json, cv_metrics.parquet, oof_predictions.parquet, learning_curve.parquet")
+    sp.add_argument("--labels", required=True, help=_name(paths.LABELS))
+    sp.add_argument("-o", "--output-dir", default=_name(paths.TRAIN),
+                    help="writes " + ", ".join(_name(p) for p in (paths.MODEL, paths.CV_METRICS, paths.OOF_PREDICTIONS, paths.LEARNING_CURVE)))
 
     sp = add("screen", _cmd_screen, "predict, rank and pick the next candidates to label")
     sp.add_argument("--model", required=True)
     sp.add_argument("--candidates", nargs="+", required=True, help="candidate shards")
     sp.add_argument("--features", nargs="+", required=True, help="feature shards, same order as --candidates")
     sp.add_argument("--targets", required=True, help="label targets table (to skip labeled candidates)")
-    sp.add_argument("-o", "--output-dir", default="screen")
+    sp.add_argument("-o", "--output-dir", default=_name(paths.SCREEN))
 
     sp = add("report", _cmd_report, "write summary.md and figures from a results folder")
-    sp.add_argument("--results", default="results", help="results folder of a run (default: %(default)s)")
-    sp.add_argument("-o", "--output-dir", default="results/report")
+    sp.add_argument("--results", default=paths.RESULTS, help="results folder of a run (default: %(default)s)")
+    sp.add_argument("-o", "--output-dir", default=paths.REPORT)
 
     sp = add("tables", _cmd_tables, "print the Parquet table contracts as Markdown")
     sp.add_argument("--update-readme", metavar="README.md", default=None,

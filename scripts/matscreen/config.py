@@ -9,13 +9,13 @@ live in :func:`check_semantics` and name the offending key.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping
-from functools import lru_cache
-from pathlib import Path
-import dataclasses
 import typing
+from collections.abc import Callable, Mapping
+from functools import cache
+from pathlib import Path
 from typing import Any, TypeVar
 
 import jsonschema
@@ -81,7 +81,7 @@ def _copy(obj: Any) -> Any:
     return yaml.safe_load(yaml.safe_dump(obj))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _section_validator(name: str) -> Any:
     return _with_defaults(jsonschema.Draft202012Validator)(load_schema()["properties"][name])
 
@@ -170,26 +170,26 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-#: Extra checks registered by stage modules: each takes the full config and raises ConfigError.
-SEMANTIC_CHECKS: list[Callable[[dict[str, Any]], None]] = []
-
-
 def semantic_check(fn: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
-    """Decorator: register a config check that a JSON schema cannot express."""
-    SEMANTIC_CHECKS.append(fn)
+    """No-op kept while ``label.py`` and ``train.py`` still decorate their checks with it: the
+    checks that run are the explicit list in :func:`check_semantics`. Remove with the last user."""
     return fn
 
 
 def check_semantics(config: dict[str, Any]) -> None:
-    # Importing the stage modules registers their checks.
-    import importlib
+    """The config checks a JSON schema cannot express (element symbols, family names, oxidation
+    states pymatgen knows, ...), one function per stage; each raises :class:`ConfigError`
+    naming the key. Imported here, not at module level: the stage modules import this one."""
+    from matscreen import enumerate as enumerate_stage
+    from matscreen import featurize, label, train
 
-    for mod in ("matscreen.enumerate", "matscreen.label", "matscreen.featurize", "matscreen.train"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:  # a stage not written yet must not hide the others
-            if exc.name != mod:
-                raise
+    SEMANTIC_CHECKS: list[Callable[[dict[str, Any]], None]] = [  # noqa: N806 (a constant list)
+        enumerate_stage.check_config,
+        label._check_label_config,
+        label._check_label_names,
+        featurize.check_config,
+        train._check_train,
+    ]
     for check in SEMANTIC_CHECKS:
         check(config)
 
@@ -212,6 +212,3 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
 def config_hash(config: Mapping[str, Any]) -> str:
     return stable_hash(dict(config))
 
-
-def section(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    return dict(config.get(name) or {})

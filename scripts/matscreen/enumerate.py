@@ -55,7 +55,7 @@ import pandas as pd
 from pymatgen.core import Element
 
 from matscreen import chemistry, tables
-from matscreen.config import ConfigError, resolve_section, semantic_check
+from matscreen.config import ConfigError, build_settings, settings_dict
 from matscreen.families import FAMILIES, SITE_LABELS, Family, Ion, format_occupancy, get_family
 from matscreen.ids import candidate_id
 from matscreen.provenance import provenance
@@ -76,13 +76,67 @@ _ION_RE = re.compile(r"^([A-Z][a-z]?)(?:(\d*)([+-]))?$")
 # --- settings -------------------------------------------------------------------------------
 
 
-def resolve_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A deep copy of the ``enumerate:`` section with every default filled in, then checked.
+@dataclass(frozen=True)
+class RangeFilter:
+    """``enumerate.filters.tolerance_factor`` / ``octahedral_factor``: keep min <= value <= max."""
+
+    enabled: bool
+    min: float
+    max: float
+
+
+@dataclass(frozen=True)
+class TauFilter:
+    """``enumerate.filters.tau``: keep tau < max (Bartel et al. 2019)."""
+
+    enabled: bool
+    max: float
+
+
+@dataclass(frozen=True)
+class RadiusRatioFilter:
+    """``enumerate.filters.radius_ratio``: r_site / r_X inside ``windows[family][site]`` = [min, max]."""
+
+    enabled: bool
+    windows: Mapping[str, Mapping[str, Sequence[float]]]
+
+
+@dataclass(frozen=True)
+class EnumerateFilters:
+    """``enumerate.filters``, in the order they are applied (:data:`FILTERS`)."""
+
+    charge_neutrality: bool
+    shannon_radius: bool
+    electronegativity: bool
+    tolerance_factor: RangeFilter
+    octahedral_factor: RangeFilter
+    tau: TauFilter
+    radius_ratio: RadiusRatioFilter
+
+
+@dataclass(frozen=True)
+class EnumerateSettings:
+    """``enumerate:`` (keys and meanings: ``config/README.md``; defaults: the schema)."""
+
+    families: tuple[str, ...]
+    shards: int
+    cations: tuple[str, ...]
+    oxidation_states: str
+    anion_radius_cn: int
+    #: family -> site -> element/ion entries, or None for the shared ``cations`` pool
+    sites: Mapping[str, Mapping[str, Sequence[str] | None]]
+    filters: EnumerateFilters
+
+
+def resolve_settings(settings: EnumerateSettings | Mapping[str, Any] | None) -> EnumerateSettings:
+    """:class:`EnumerateSettings` from a (partial) ``enumerate:`` section, checked; an instance passes through.
 
     Accepts ``{}`` or a partial section, so the library behaves the same whether or not the
     whole config was validated first. Raises :class:`ConfigError` naming the key.
     """
-    out = resolve_section("enumerate", settings)
+    if isinstance(settings, EnumerateSettings):
+        return settings
+    out = build_settings(EnumerateSettings, "enumerate", settings)
     check_settings(out)
     return out
 
@@ -125,31 +179,31 @@ def parse_ion_entry(entry: str, *, anion: bool, policy: str, key: str) -> list[t
     return [(symbol, float(o)) for o in picked]
 
 
-def site_ions(settings: Mapping[str, Any], family: str, site: str) -> list[tuple[str, float]]:
+def site_ions(settings: EnumerateSettings, family: str, site: str) -> list[tuple[str, float]]:
     """The ions (element, oxidation) allowed on ``site`` of ``family``, in config order, without repeats."""
     fam = get_family(family)
     s = fam.site(site)
-    entries = settings["sites"][family][site]
+    entries = settings.sites[family][site]
     key = f"enumerate.sites.{family}.{site}"
     if entries is None:
-        entries, key = settings["cations"], "enumerate.cations"
+        entries, key = settings.cations, "enumerate.cations"
     if len(entries) == 0:
         raise ConfigError(f"config key {key!r}: the site list is empty")
     seen: dict[tuple[str, float], None] = {}
     for i, entry in enumerate(entries):
-        for ion in parse_ion_entry(entry, anion=s.is_anion, policy=settings["oxidation_states"], key=f"{key}[{i}]"):
+        for ion in parse_ion_entry(entry, anion=s.is_anion, policy=settings.oxidation_states, key=f"{key}[{i}]"):
             seen.setdefault(ion, None)
     if not seen:
-        raise ConfigError(f"config key {key!r}: no ion left for {family} site {site!r} with oxidation_states {settings['oxidation_states']!r}")
+        raise ConfigError(f"config key {key!r}: no ion left for {family} site {site!r} with oxidation_states {settings.oxidation_states!r}")
     return list(seen)
 
 
-def check_settings(settings: Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigError` for what the JSON schema cannot see (settings: defaults filled)."""
-    for i, name in enumerate(settings["families"]):
+def check_settings(settings: EnumerateSettings) -> None:
+    """Raise :class:`ConfigError` for what the JSON schema cannot see."""
+    for i, name in enumerate(settings.families):
         if name not in FAMILIES:
             raise ConfigError(f"config key 'enumerate.families[{i}]': unknown family {name!r} (known: {', '.join(FAMILIES)})")
-    for fam_name, sites in settings["sites"].items():
+    for fam_name, sites in settings.sites.items():
         fam = FAMILIES.get(fam_name)
         if fam is None:
             raise ConfigError(f"config key 'enumerate.sites.{fam_name}': unknown family {fam_name!r} (known: {', '.join(FAMILIES)})")
@@ -158,7 +212,7 @@ def check_settings(settings: Mapping[str, Any]) -> None:
                 raise ConfigError(f"config key 'enumerate.sites.{fam_name}.{label}': family {fam_name} has no site {label!r} (sites: {', '.join(fam.site_labels)})")
         for label in fam.site_labels:
             site_ions(settings, fam_name, label)  # raises on bad entries
-    for fam_name, windows in settings["filters"]["radius_ratio"]["windows"].items():
+    for fam_name, windows in settings.filters.radius_ratio.windows.items():
         fam = FAMILIES.get(fam_name)
         if fam is None:
             raise ConfigError(f"config key 'enumerate.filters.radius_ratio.windows.{fam_name}': unknown family {fam_name!r}")
@@ -169,15 +223,14 @@ def check_settings(settings: Mapping[str, Any]) -> None:
             if lo > hi:
                 raise ConfigError(f"config key {key!r}: window [{lo}, {hi}] is empty (min > max)")
     for name in ("tolerance_factor", "octahedral_factor"):
-        f = settings["filters"][name]
-        if f["min"] > f["max"]:
-            raise ConfigError(f"config key 'enumerate.filters.{name}': min {f['min']} > max {f['max']}")
+        f = getattr(settings.filters, name)
+        if f.min > f.max:
+            raise ConfigError(f"config key 'enumerate.filters.{name}': min {f.min} > max {f.max}")
 
 
-@semantic_check
-def _check_enumerate_config(config: dict[str, Any]) -> None:
-    """Registered with :mod:`matscreen.config`: bad enumerate settings fail before any job runs."""
-    check_settings(config["enumerate"])
+def check_config(config: Mapping[str, Any]) -> None:
+    """In :data:`matscreen.config.SEMANTIC_CHECKS`: bad enumerate settings fail before any job runs."""
+    resolve_settings(config["enumerate"])
 
 
 # --- ion tables -----------------------------------------------------------------------------
@@ -245,8 +298,8 @@ class Combos:
         )
 
 
-def _build_combos(family: Family, settings: Mapping[str, Any]) -> Combos:
-    cn_x = int(settings["anion_radius_cn"])
+def _build_combos(family: Family, settings: EnumerateSettings) -> Combos:
+    cn_x = settings.anion_radius_cn
     tab = {}
     for s in family.sites:
         ions = site_ions(settings, family.name, s.label)
@@ -405,9 +458,9 @@ class Descriptors:
     tau: np.ndarray
 
 
-def _descriptors(combos: Combos, settings: Mapping[str, Any]) -> Descriptors:
+def _descriptors(combos: Combos, settings: EnumerateSettings) -> Descriptors:
     fam = combos.family
-    cn_x = int(settings["anion_radius_cn"])
+    cn_x = settings.anion_radius_cn
     radius = {s.label: _site_value(combos, s.label, "radius", cn_x if s.is_anion else s.cn) for s in fam.sites}
     oxidation = {s.label: _site_value(combos, s.label, "oxidation") for s in fam.sites}
     n = len(combos)
@@ -422,9 +475,9 @@ def _descriptors(combos: Combos, settings: Mapping[str, Any]) -> Descriptors:
     return Descriptors(radius, oxidation, t, mu, tau)
 
 
-def _filter_mask(name: str, combos: Combos, d: Descriptors, settings: Mapping[str, Any]) -> np.ndarray:
+def _filter_mask(name: str, combos: Combos, d: Descriptors, settings: EnumerateSettings) -> np.ndarray:
     fam = combos.family
-    f = settings["filters"]
+    f = settings.filters
     if name == "charge_neutrality":
         charge = sum(s.multiplicity * d.oxidation[s.label] for s in fam.sites)
         return np.abs(charge) < 1e-6
@@ -438,27 +491,27 @@ def _filter_mask(name: str, combos: Combos, d: Descriptors, settings: Mapping[st
         return _max_cation_en(combos) < x_en
     with np.errstate(invalid="ignore"):
         if name == "tolerance_factor":
-            return (d.t >= f[name]["min"]) & (d.t <= f[name]["max"])
+            return (d.t >= f.tolerance_factor.min) & (d.t <= f.tolerance_factor.max)
         if name == "octahedral_factor":
-            return (d.mu >= f[name]["min"]) & (d.mu <= f[name]["max"])
+            return (d.mu >= f.octahedral_factor.min) & (d.mu <= f.octahedral_factor.max)
         if name == "tau":
-            return d.tau < f[name]["max"]
+            return d.tau < f.tau.max
         if name == "radius_ratio":
             ok = np.ones(len(combos), dtype=bool)
-            for label, (lo, hi) in f[name]["windows"].get(fam.name, {}).items():
+            for label, (lo, hi) in f.radius_ratio.windows.get(fam.name, {}).items():
                 ratio = d.radius[label] / d.radius["X"]
                 ok &= (ratio >= lo) & (ratio <= hi)
             return ok
     raise ValueError(f"unknown filter {name!r}")
 
 
-def _enabled(name: str, settings: Mapping[str, Any]) -> bool:
-    f = settings["filters"][name]
-    return bool(f["enabled"] if isinstance(f, Mapping) else f)
+def _enabled(name: str, settings: EnumerateSettings) -> bool:
+    f = getattr(settings.filters, name)
+    return bool(f if isinstance(f, bool) else f.enabled)
 
 
-def enumerate_family(family: str, settings: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Candidates and funnel rows of one family (``settings``: the resolved ``enumerate:`` section)."""
+def enumerate_family(family: str, settings: EnumerateSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Candidates and funnel rows of one family."""
     fam = get_family(family)
     if mixing_sites(fam, settings):
         combos, n_raw = _mixed_combos(fam, settings)  # mixed rows: charge-neutral ones only
@@ -550,18 +603,18 @@ def _to_frame(combos: Combos, d: Descriptors) -> pd.DataFrame:
     return tables.conform(df, tables.CANDIDATES)
 
 
-def enumerate_candidates(settings: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(candidates, funnel) of every family in ``settings['families']``.
+def enumerate_candidates(settings: EnumerateSettings | Mapping[str, Any] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(candidates, funnel) of every family in ``settings.families``.
 
-    ``settings`` is the ``enumerate:`` config section (validated or partial: defaults are filled
-    in). Candidates conform to :data:`tables.CANDIDATES`, sorted by family (order of
+    ``settings`` is :class:`EnumerateSettings` (or the ``enumerate:`` config section, validated
+    or partial: defaults are filled in). Candidates conform to :data:`tables.CANDIDATES`, sorted by family (order of
     :data:`families.FAMILIES`), formula, arrangement and id, so the order does not depend on the
     order of the config lists. The funnel conforms to :data:`tables.FUNNEL`.
     """
     settings = resolve_settings(settings)
     frames, funnels = [], []
     for name in FAMILIES:
-        if name not in settings["families"]:
+        if name not in settings.families:
             continue
         t0 = time.perf_counter()
         cand, fun = enumerate_family(name, settings)
@@ -609,7 +662,7 @@ def _clear_shard_folders(shard_paths: Sequence[str]) -> None:
                 stale.unlink()
 
 
-def run(settings: dict, shard_paths: list[str], funnel_path: str, config_hash: str = "") -> None:
+def run(settings: EnumerateSettings | Mapping[str, Any] | None, shard_paths: list[str], funnel_path: str, config_hash: str = "") -> None:
     """Enumerate, then write one Parquet file per shard (empty shards too), the funnel and the manifest.
 
     A candidate goes to ``shard_paths[shard_of(id, len(shard_paths))]``, so a candidate keeps
@@ -620,8 +673,9 @@ def run(settings: dict, shard_paths: list[str], funnel_path: str, config_hash: s
     if not shard_paths:
         raise ValueError("run() needs at least one shard path")
     t0 = time.perf_counter()
+    settings = resolve_settings(settings)
     cand, funnel = enumerate_candidates(settings)
-    prov = provenance("enumerate", resolve_settings(settings), config_hash)
+    prov = provenance("enumerate", settings_dict(settings), config_hash)
     shard = np.array([shard_of(c, len(shard_paths)) for c in cand["candidate_id"]], dtype=int)
     parts = [cand[shard == i].reset_index(drop=True) for i in range(len(shard_paths))]
     _clear_shard_folders(shard_paths)

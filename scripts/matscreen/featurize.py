@@ -25,12 +25,12 @@ be featurized gets NaN and a reason in ``featurize_error``; nothing a row contai
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import metadata
@@ -41,7 +41,7 @@ import pandas as pd
 
 from matscreen import featurize_fast as ff
 from matscreen import featurize_site
-from matscreen.config import ConfigError, resolve_section, semantic_check
+from matscreen.config import ConfigError, build_settings, settings_dict
 from matscreen.families import FAMILIES, SITE_LABELS, parse_occupancy
 from matscreen.provenance import provenance, stable_hash
 from matscreen.tables import CANDIDATE_FEATURES, STRUCTURE_FEATURES, Table, read_available, write_table
@@ -65,16 +65,46 @@ SITE_SPECIES_COLUMNS = tuple(f"{s}_species" for s in SITE_LABELS)
 # --- settings ------------------------------------------------------------------------------------
 
 
-def resolve_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``featurize:`` section with the schema's defaults filled in, checked by the schema."""
-    return resolve_section("featurize", settings)
+@dataclass(frozen=True)
+class StructureFeatureSettings:
+    """``featurize.structure``: matminer structure featurizers (they read the ``structure`` column)."""
+
+    density: bool
+    global_symmetry: bool
+    site_stats_fingerprint: bool
+    site_stats_preset: str
 
 
-@semantic_check
-def _check_featurize(config: dict[str, Any]) -> None:
-    settings = config.get("featurize") or {}
+@dataclass(frozen=True)
+class FeaturizeSettings:
+    """``featurize:`` (keys and meanings: ``config/README.md``; defaults: the schema).
+
+    The feature values depend on every field except :data:`RUNTIME_KEYS` (how they are computed).
+    """
+
+    element_property: tuple[str, ...]
+    stoichiometry: bool
+    valence_orbital: bool
+    ion_property: bool
+    oxidation_states: bool
+    site_features: bool
+    anion_cn: int
+    radius_fallback: str
+    structure: StructureFeatureSettings
+    fast_path: bool
+    block_rows: int
+    progress_every_s: float
+
+
+def resolve_settings(settings: FeaturizeSettings | Mapping[str, Any] | None) -> FeaturizeSettings:
+    """:class:`FeaturizeSettings` from a (partial) ``featurize:`` section; an instance passes through."""
+    return build_settings(FeaturizeSettings, "featurize", settings)
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """In :data:`matscreen.config.SEMANTIC_CHECKS`: the selected feature sets can be built."""
     try:
-        sets = feature_sets(resolve_settings(settings))
+        sets = feature_sets(resolve_settings(config["featurize"]))
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - report any construction failure against the key
@@ -105,7 +135,7 @@ class FeatureSet:
     fast: Callable[[ff.CompositionBlock], tuple[np.ndarray, np.ndarray]] | None = field(default=None, repr=False)
 
 
-def _composition_sets(s: dict[str, Any]) -> list[FeatureSet]:
+def _composition_sets(s: FeaturizeSettings) -> list[FeatureSet]:
     from matminer.featurizers.composition import (
         ElementProperty,
         IonProperty,
@@ -115,7 +145,7 @@ def _composition_sets(s: dict[str, Any]) -> list[FeatureSet]:
     )
 
     sets: list[FeatureSet] = []
-    for preset in s["element_property"]:
+    for preset in s.element_property:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             f = ElementProperty.from_preset(preset)
@@ -131,7 +161,7 @@ def _composition_sets(s: dict[str, Any]) -> list[FeatureSet]:
 
         sets.append(FeatureSet(f"element_property:{preset}", "composition", labels,
                                tuple(safe_name(x) for x in labels), tuple(f.citations()), f, fast))
-    if s["stoichiometry"]:
+    if s.stoichiometry:
         f = Stoichiometry()
         labels = tuple(f.feature_labels())
 
@@ -140,7 +170,7 @@ def _composition_sets(s: dict[str, Any]) -> list[FeatureSet]:
 
         sets.append(FeatureSet("stoichiometry", "composition", labels, tuple(safe_name(x, "stoich_") for x in labels),
                                tuple(f.citations()), f, fast_st))
-    if s["valence_orbital"]:
+    if s.valence_orbital:
         f = ValenceOrbital()
         labels = tuple(f.feature_labels())
         ff.register_source("ValenceOrbital", f.data_source)
@@ -150,7 +180,7 @@ def _composition_sets(s: dict[str, Any]) -> list[FeatureSet]:
 
         sets.append(FeatureSet("valence_orbital", "composition", labels, tuple(safe_name(x, "valence_") for x in labels),
                                tuple(f.citations()), f, fast_vo))
-    if s["ion_property"]:
+    if s.ion_property:
         f = IonProperty()
         labels = tuple(f.feature_labels())
         ff.register_source("IonProperty", f.data_source)
@@ -160,7 +190,7 @@ def _composition_sets(s: dict[str, Any]) -> list[FeatureSet]:
 
         sets.append(FeatureSet("ion_property", "composition", labels, tuple(safe_name(x, "ion_") for x in labels),
                                tuple(f.citations()), f, fast_ip))
-    if s["oxidation_states"]:
+    if s.oxidation_states:
         f = OxidationStates()
         labels = tuple(f.feature_labels())
         fast_ox = None
@@ -177,31 +207,31 @@ def _composition_sets(s: dict[str, Any]) -> list[FeatureSet]:
 STRUCTURE_SWITCHES = ("density", "global_symmetry", "site_stats_fingerprint")
 
 
-def structure_features_on(settings: dict[str, Any]) -> bool:
+def structure_features_on(settings: FeaturizeSettings | Mapping[str, Any] | None) -> bool:
     """Whether any structure feature set is switched on (then the ``structure`` column is read)."""
-    st = settings.get("structure") or {}
-    return any(bool(st.get(k)) for k in STRUCTURE_SWITCHES)
+    st = resolve_settings(settings).structure
+    return any(getattr(st, k) for k in STRUCTURE_SWITCHES)
 
 
-def _structure_sets(s: dict[str, Any]) -> list[FeatureSet]:
-    st = s["structure"]
+def _structure_sets(s: FeaturizeSettings) -> list[FeatureSet]:
+    st = s.structure
     sets: list[FeatureSet] = []
     if not structure_features_on(s):
         return sets
     from matminer.featurizers.structure import DensityFeatures, GlobalSymmetryFeatures, SiteStatsFingerprint
 
-    if st["density"]:
+    if st.density:
         f = DensityFeatures()
         labels = tuple(f.feature_labels())
         sets.append(FeatureSet("structure:density", "structure", labels, tuple(safe_name(x, "struct_") for x in labels),
                                tuple(f.citations()), f))
-    if st["global_symmetry"]:
+    if st.global_symmetry:
         f = GlobalSymmetryFeatures(desired_features=list(SYMMETRY_FEATURES))
         labels = tuple(f.feature_labels())
         sets.append(FeatureSet("structure:global_symmetry", "structure", labels,
                                tuple(safe_name(x, "struct_") for x in labels), tuple(f.citations()), f))
-    if st["site_stats_fingerprint"]:
-        f = SiteStatsFingerprint.from_preset(st["site_stats_preset"])
+    if st.site_stats_fingerprint:
+        f = SiteStatsFingerprint.from_preset(st.site_stats_preset)
         labels = tuple(f.feature_labels())
         sets.append(FeatureSet("structure:site_stats_fingerprint", "structure", labels,
                                tuple(safe_name(x, "struct_ssf_") for x in labels), tuple(f.citations()), f))
@@ -209,10 +239,9 @@ def _structure_sets(s: dict[str, Any]) -> list[FeatureSet]:
 
 
 @lru_cache(maxsize=16)
-def _feature_sets_cached(key: str) -> tuple[FeatureSet, ...]:
-    s = json.loads(key)
+def _feature_sets_cached(s: FeaturizeSettings) -> tuple[FeatureSet, ...]:
     sets = _composition_sets(s)
-    if s["site_features"]:
+    if s.site_features:
         desc = featurize_site.feature_labels()
         sets.append(FeatureSet("site", "site", tuple(desc.values()), tuple(desc), featurize_site.CITATIONS))
     sets += _structure_sets(s)
@@ -223,18 +252,18 @@ def _feature_sets_cached(key: str) -> tuple[FeatureSet, ...]:
     return tuple(sets)
 
 
-def feature_sets(settings: dict[str, Any]) -> tuple[FeatureSet, ...]:
-    """The feature sets the (resolved) settings select, in output column order."""
+def feature_sets(settings: FeaturizeSettings | Mapping[str, Any] | None) -> tuple[FeatureSet, ...]:
+    """The feature sets the settings select, in output column order."""
     s = resolve_settings(settings)
-    return _feature_sets_cached(json.dumps({k: v for k, v in s.items() if k not in RUNTIME_KEYS}, sort_keys=True))
+    return _feature_sets_cached(dataclasses.replace(s, **dict.fromkeys(RUNTIME_KEYS)))  # cached per feature choice
 
 
-def feature_names(settings: dict[str, Any]) -> list[str]:
+def feature_names(settings: FeaturizeSettings | Mapping[str, Any] | None) -> list[str]:
     """Output feature columns, in order (the same for every input frame)."""
     return [n for fs in feature_sets(settings) for n in fs.names]
 
 
-def feature_name_map(settings: dict[str, Any]) -> dict[str, str]:
+def feature_name_map(settings: FeaturizeSettings | Mapping[str, Any] | None) -> dict[str, str]:
     """Safe column name -> matminer feature label (site features: their description), in column order."""
     out: dict[str, str] = {}
     for fs in feature_sets(settings):
@@ -243,16 +272,16 @@ def feature_name_map(settings: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def citations(settings: dict[str, Any]) -> dict[str, list[str]]:
+def citations(settings: FeaturizeSettings | Mapping[str, Any] | None) -> dict[str, list[str]]:
     """BibTeX entries per feature set (matminer's ``citations()``; site features: their papers)."""
     return {fs.key: list(fs.citations) for fs in feature_sets(settings)}
 
 
-def feature_set_hash(settings: dict[str, Any]) -> str:
+def feature_set_hash(settings: FeaturizeSettings | Mapping[str, Any] | None) -> str:
     """Hash of everything that decides the feature values: settings, names, code and matminer version."""
     s = resolve_settings(settings)
     return stable_hash({
-        "settings": {k: v for k, v in s.items() if k not in RUNTIME_KEYS},
+        "settings": {k: v for k, v in settings_dict(s).items() if k not in RUNTIME_KEYS},
         "names": feature_names(s),
         "code_version": FEATURE_CODE_VERSION,
         "matminer": metadata.version("matminer"),
@@ -497,7 +526,7 @@ def _structures(df: pd.DataFrame, errors: _Errors) -> tuple[list[Any], np.ndarra
     return objs, np.array(rows, dtype=np.int64)
 
 
-def _featurize_block(df: pd.DataFrame, sets: Sequence[FeatureSet], s: dict[str, Any], out: np.ndarray,
+def _featurize_block(df: pd.DataFrame, sets: Sequence[FeatureSet], s: FeaturizeSettings, out: np.ndarray,
                      fast_rows: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Fill ``out`` (len(df), n_features) for one block; returns the error column.
 
@@ -522,7 +551,7 @@ def _featurize_block(df: pd.DataFrame, sets: Sequence[FeatureSet], s: dict[str, 
             assert block is not None
             todo = np.flatnonzero(block.valid)
             fast_done = np.zeros(n, dtype=bool)
-            if s["fast_path"] and fs.fast is not None:
+            if s.fast_path and fs.fast is not None:
                 try:
                     vals, handled = fs.fast(block)
                     view[:] = vals
@@ -532,7 +561,7 @@ def _featurize_block(df: pd.DataFrame, sets: Sequence[FeatureSet], s: dict[str, 
                     log.warning("%s: fast path failed on a block (%s); using matminer", fs.key, _short(exc))
             if fast_rows is not None:
                 fast_rows[fs.key] = fast_done
-            _run_matminer(fs, comps, todo, view, errors, s["progress_every_s"])
+            _run_matminer(fs, comps, todo, view, errors, s.progress_every_s)
         elif fs.kind == "site":
             species = {
                 lab: (df[f"{lab}_species"].to_numpy(dtype=object) if f"{lab}_species" in df.columns
@@ -540,19 +569,19 @@ def _featurize_block(df: pd.DataFrame, sets: Sequence[FeatureSet], s: dict[str, 
                 for lab in SITE_LABELS
             }
             vals, errs = featurize_site.site_features(
-                df["family"].astype(object).to_numpy(), species, s["anion_cn"], s["radius_fallback"])
+                df["family"].astype(object).to_numpy(), species, s.anion_cn, s.radius_fallback)
             view[:] = vals
             errors.add_many(errs)
         elif fs.kind == "structure":
             if structs is None:
                 structs, struct_rows = _structures(df, errors)
-            _run_matminer(fs, structs, struct_rows, view, errors, s["progress_every_s"])
+            _run_matminer(fs, structs, struct_rows, view, errors, s.progress_every_s)
         col += width
     return errors.column()
 
 
 def feature_values(
-    df: pd.DataFrame, settings: dict[str, Any], dtype: type = np.float64,
+    df: pd.DataFrame, settings: FeaturizeSettings | Mapping[str, Any] | None, dtype: type = np.float64,
     fast_rows: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Feature matrix (len(df), len(feature_names)) in ``dtype`` and the error column (object).
@@ -570,7 +599,7 @@ def feature_values(
     n = len(df)
     values = np.empty((n, len(names)), dtype=dtype)
     errors = np.full(n, None, dtype=object)
-    step = int(s["block_rows"])
+    step = s.block_rows
     if fast_rows is not None:
         fast_rows.clear()
         fast_rows.update({fs.key: np.zeros(n, dtype=bool) for fs in sets if fs.kind == "composition"})
@@ -585,13 +614,13 @@ def feature_values(
             for key, done in block_fast.items():
                 fast_rows[key][start:stop] = done
         now = time.monotonic()
-        if now - last >= s["progress_every_s"] or stop == n:
+        if now - last >= s.progress_every_s or stop == n:
             last = now
             log.info("featurized %d/%d rows (%.0f rows/s)", stop, n, stop / max(now - t0, 1e-9))
     return values, errors
 
 
-def featurize_frame(df: pd.DataFrame, id_column: str, settings: dict[str, Any]) -> pd.DataFrame:
+def featurize_frame(df: pd.DataFrame, id_column: str, settings: FeaturizeSettings | Mapping[str, Any] | None) -> pd.DataFrame:
     """Features of every row of ``df``: ``id_column``, ``featurize_error``, then float32 features.
 
     ``df`` carries ``id_column``, ``family``, ``formula`` and the site columns
@@ -636,7 +665,7 @@ def _read_inputs(paths: Sequence[str], id_column: str, want_structure: bool) -> 
     return df.drop_duplicates(id_column).reset_index(drop=True) if id_column == "structure_id" else df
 
 
-def run(input_paths: list[str], output_path: str, id_column: str, settings: dict[str, Any],
+def run(input_paths: list[str], output_path: str, id_column: str, settings: FeaturizeSettings | Mapping[str, Any] | None,
         config_hash: str = "") -> None:
     """Featurize candidate shard(s) or the label-targets table and write the feature table."""
     s = resolve_settings(settings)
@@ -651,7 +680,7 @@ def run(input_paths: list[str], output_path: str, id_column: str, settings: dict
     except UnsafeStructureJSON as exc:
         raise UnsafeStructureJSON(f"{', '.join(map(str, input_paths))}: {exc}") from None
     log.info("featurized %d rows x %d features in %.1f s", len(feats), feats.shape[1] - 2, time.monotonic() - t0)
-    prov = provenance(STAGE, s, config_hash)
+    prov = provenance(STAGE, settings_dict(s), config_hash)
     prov["feature_set_hash"] = feature_set_hash(s)
     prov["feature_names"] = feature_name_map(s)
     prov["citations"] = citations(s)

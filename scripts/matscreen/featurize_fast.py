@@ -4,7 +4,7 @@ matminer featurizes one ``Composition`` at a time (ElementProperty "magpie" cost
 per row here, an hour per million candidates). The functions in this module compute the *same
 numbers* for a whole block of rows at once from per-element tables, and the test suite checks
 them against matminer's own ``featurize_dataframe`` to 1e-9 relative. Reproducing matminer
-exactly took (see ``/work/shared/NOTES.md``):
+exactly took:
 
 * the composition matminer sees: raw (unnormalised) amounts of ``comp.element_composition``,
   elements in order of first appearance, species of one element merged species-first then
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -166,7 +166,7 @@ def block_from_species_slots(
 # --- element tables from matminer's data sources -------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def element_table(source_key: str, prop: str) -> np.ndarray:
     """Property ``prop`` by atomic number (index 0 unused) as matminer's data source returns it.
 
@@ -178,7 +178,7 @@ def element_table(source_key: str, prop: str) -> np.ndarray:
     return values
 
 
-@lru_cache(maxsize=None)
+@cache
 def element_supported(source_key: str, prop: str) -> np.ndarray:
     _, ok = _build_table(source_key, prop)
     return ok
@@ -192,7 +192,7 @@ def register_source(source_key: str, data_source: Any) -> None:
     _SOURCES.setdefault(source_key, data_source)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _build_table(source_key: str, prop: str) -> tuple[np.ndarray, np.ndarray]:
     import warnings
 

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -185,7 +185,7 @@ def build_prototype(row: Mapping[str, Any]) -> Structure:
     return Structure(prim.lattice, species, frac, site_properties={"site_label": labels, "oxidation": oxi})
 
 
-@lru_cache(maxsize=None)
+@cache
 def _space_group(symbol: str) -> SpaceGroup:
     """pymatgen's SpaceGroup, built once (building it takes about 1 s for Fd-3m / Fm-3m)."""
     return SpaceGroup(symbol)

@@ -1,7 +1,6 @@
 """Structural family recognition: which family a structure belongs to and which ion sits on which site.
 
-Design (measured, see ``/work/shared/NOTES.md`` "Recognising the structure family" and
-``benchmarks/ingest.py``):
+Design (measured: ``benchmarks/ingest.py`` times it and ``tests/test_recognize.py`` checks it):
 
 * **Topology decides the family and gives the site roles.** The anion is the most
   electronegative element. Each cation's coordination number (CN) is the ``k`` in 2..12 that
@@ -52,7 +51,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -143,10 +142,6 @@ class _Topology(NamedTuple):
     anion_bonds: dict[int, list[tuple[int, tuple[int, int, int]]]]
 
 
-def _dominant_element(site: Any) -> str:
-    return max(site.species.items(), key=lambda kv: kv[1])[0].symbol
-
-
 def _site_elements(site: Any) -> set[str]:
     return {sp.symbol for sp in site.species}
 
@@ -235,13 +230,6 @@ def _max_share(topo: _Topology, group1: Sequence[int], group2: Sequence[int]) ->
 # --- family rules -------------------------------------------------------------------
 
 
-def _by_cn(topo: _Topology) -> dict[int, list[int]]:
-    groups: dict[int, list[int]] = defaultdict(list)
-    for ci in topo.cation_sites:
-        groups[topo.cn[ci]].append(ci)
-    return dict(groups)
-
-
 def _ratio_ok(counts: Sequence[int], mults: Sequence[int]) -> bool:
     """counts proportional to mults with the same (integer) number of formula units."""
     if mults[0] == 0 or counts[0] % mults[0]:
@@ -324,7 +312,7 @@ def _garnet_roles(structure: Structure, topo: _Topology) -> tuple[dict[str, list
 # --- oxidation states ---------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _candidate_states(element: str) -> tuple[float, ...]:
     el = Element(element)
     ints = sorted({s for s in (*el.common_oxidation_states, *el.icsd_oxidation_states) if s > 0})
@@ -334,7 +322,7 @@ def _candidate_states(element: str) -> tuple[float, ...]:
     return tuple(float(v) for v in sorted([*ints, *halves]))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _anion_state(element: str) -> float:
     states = [s for s in (*Element(element).common_oxidation_states, *Element(element).oxidation_states) if s < 0]
     if not states:
@@ -442,7 +430,7 @@ def _merge_ions(ions: Sequence[Ion]) -> list[Ion]:
 # --- prototype matching -------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def prototype(family: str) -> Structure:
     """Ideal prototype of ``family`` built from :mod:`matscreen.families` (dummy Mg cations, O anions)."""
     fam = get_family(family)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pandas as pd  # noqa: E402
 
 from matscreen import tables  # noqa: E402
 from matscreen.atomic import atomic_path, write_text  # noqa: E402
+from matscreen.config import build_settings  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +169,26 @@ def summary(
     return "\n".join(out)
 
 
-def run(inputs: Mapping[str, str], out_dir: str, settings: dict[str, Any], label_settings: dict[str, Any],
-        target: str) -> None:
+@dataclass(frozen=True)
+class ReportSettings:
+    """``report:`` (keys and meanings: ``config/README.md``; defaults: the schema)."""
+
+    top_n: int
+    #: folder of run snapshots (nightly refresh: what changed since the last run); None = off
+    history: str | None
+
+
+def resolve_settings(settings: ReportSettings | Mapping[str, Any] | None) -> ReportSettings:
+    """:class:`ReportSettings` from a (partial) ``report:`` section; an instance passes through."""
+    return build_settings(ReportSettings, "report", settings)
+
+
+def run(inputs: Mapping[str, str], out_dir: str, settings: ReportSettings | Mapping[str, Any] | None,
+        label_settings: Mapping[str, Any], target: str) -> None:
     """Write summary.md and the figures into ``out_dir``.
 
     ``inputs`` maps the names below to table paths (``targets``, the LABEL_TARGETS table, is
-    optional: it gives new labels their origin). With ``settings["history"]`` (the
+    optional: it gives new labels their origin). With ``settings.history`` (the
     ``report.history`` folder) set, a snapshot of this run is recorded there and the summary
     starts with what changed since the previous run (:mod:`matscreen.history`).
     """
@@ -192,9 +208,10 @@ def run(inputs: Mapping[str, str], out_dir: str, settings: dict[str, Any], label
         learning_curve_plot(tables.read_table(inputs["learning_curve"], tables.LEARNING_CURVE), target,
                             out / "learning_curve.png")
     prediction_plot(data["ranked"], target, out / "predictions.png")
-    top_n = int(settings.get("top_n", 20))
+    settings = resolve_settings(settings)
+    top_n = settings.top_n
     changes = None
-    if settings.get("history"):
+    if settings.history:
         from matscreen import history
 
         snap = history.snapshot(
@@ -202,7 +219,7 @@ def run(inputs: Mapping[str, str], out_dir: str, settings: dict[str, Any], label
             top_n=top_n, targets=targets, run_key=history.inputs_key(inputs.values()),
             config_hash=str(tables.read_provenance(inputs["ranked"]).get("config_hash", "")),
         )
-        changes, _ = history.update(settings["history"], snap)
+        changes, _ = history.update(settings.history, snap)
     text = summary(**{k: v for k, v in data.items() if k != "oof"}, target=target, label_settings=label_settings,
                    top_n=top_n, changes=changes)
     write_text(out / "summary.md", text)

@@ -8,7 +8,8 @@ checks the file on the way in. Units are part of column names (``_ev``, ``_ha``,
 ``_ev_per_atom``, ``_ang``, ``_s``, ``_mb``).
 
 The README section "Table contracts" is generated from this module
-(``matscreen tables --markdown``), so this file is the single source of truth.
+(``matscreen tables --update-readme README.md``), so this file is the single source of truth;
+the file names come from the registry :mod:`matscreen.paths` that the rules read.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from matscreen import paths
 from matscreen.atomic import atomic_path, outputs_together, write_text
 from matscreen.families import SITE_LABELS
 
@@ -78,7 +80,13 @@ class Table:
     key: tuple[str, ...]
     #: dtype of additional, freely named columns (feature tables), or None for none allowed
     extra_dtype: str | None = None
-    filename: str = ""
+    #: the workflow's files of this kind, from the registry :mod:`matscreen.paths`
+    files: tuple[str, ...] = ()
+
+    @property
+    def filename(self) -> str:
+        """The files of this kind as one line (the README's contract headings)."""
+        return "; ".join(self.files)
 
     @property
     def column_names(self) -> list[str]:
@@ -117,7 +125,7 @@ _IDENTITY = (
 
 STRUCTURES = Table(
     name="structures",
-    filename="structures.parquet",
+    files=(paths.STRUCTURES,),
     description="Ingested structures, one row per parsed structure (CIF data block, POSCAR, JSON).",
     key=("source", "block"),
     columns=(
@@ -132,8 +140,6 @@ STRUCTURES = Table(
         Column("site_roles", "string", "JSON: site label -> occupancy in the family's prototype (and roles)"),
         Column("inversion", "float64", "spinel inversion degree (fraction of tetrahedral sites holding B ions); null otherwise"),
         Column("duplicate_of", "string", "structure_id of the earlier entry this one matches; null if new"),
-        Column("label_supported", "bool", "all elements have basis and pseudopotential in the label settings"),
-        Column("unsupported_elements", "string", "space-separated elements the label settings cannot compute"),
         Column("note", "string", "what ingest did to the structure (e.g. ordered approximant)"),
         *SITE_COLUMNS,
         Column("structure", "string", "pymatgen Structure as JSON", nullable=False),
@@ -142,7 +148,7 @@ STRUCTURES = Table(
 
 REJECTS = Table(
     name="rejects",
-    filename="rejects.parquet",
+    files=(paths.REJECTS,),
     description="Input files (or blocks) that did not become structures, with the reason.",
     key=("source", "block"),
     columns=(
@@ -155,7 +161,7 @@ REJECTS = Table(
 
 CANDIDATES = Table(
     name="candidates",
-    filename="candidates/part-*.parquet",
+    files=(paths.CANDIDATE_SHARD,),
     description="Enumerated candidate compositions, one row per candidate (sharded).",
     key=("candidate_id",),
     columns=(
@@ -171,7 +177,7 @@ CANDIDATES = Table(
 
 FUNNEL = Table(
     name="funnel",
-    filename="funnel.parquet",
+    files=(paths.FUNNEL,),
     description="Candidates per family remaining after each enumeration filter.",
     key=("family", "step"),
     columns=(
@@ -185,7 +191,7 @@ FUNNEL = Table(
 
 LABEL_TARGETS = Table(
     name="label_targets",
-    filename="targets.parquet",
+    files=(paths.LABEL_TARGETS,),
     description="Structures chosen for PySCF labels: ingested structures and candidate prototypes.",
     key=("structure_id",),
     columns=(
@@ -207,7 +213,7 @@ LABEL_TARGETS = Table(
 
 REFERENCE_TARGETS = Table(
     name="reference_targets",
-    filename="reference_targets.parquet",
+    files=(paths.REFERENCE_TARGETS,),
     description="Elements whose reference energies the label targets need, and whether the label store holds them.",
     key=("element",),
     columns=(
@@ -218,7 +224,7 @@ REFERENCE_TARGETS = Table(
 
 LABELS = Table(
     name="labels",
-    filename="labels.parquet",
+    files=(paths.LABELS, paths.LABEL_STRUCTURE, paths.LABEL_COMPETING),
     description="PySCF periodic DFT labels, one row per (structure, settings).",
     key=("structure_id", "settings_hash"),
     columns=(
@@ -256,7 +262,7 @@ LABELS = Table(
 
 REFERENCES = Table(
     name="references",
-    filename="references.parquet",
+    files=(paths.REFERENCES, paths.LABEL_REFERENCE),
     description="Elemental reference energies (standard elemental solid or diatomic gas), same settings as labels.",
     key=("element", "settings_hash"),
     columns=(
@@ -277,7 +283,7 @@ REFERENCES = Table(
 
 REFERENCE_LABELS = Table(
     name="reference_labels",
-    filename="resources/labels/labels.parquet; resources/labels/competing.parquet",
+    files=(paths.SHIPPED_LABELS, paths.SHIPPED_COMPETING),
     description=(
         "The shipped reference label set (resources/labels/): each labeled structure with its identity, sites and "
         "structure (from label_targets) and its label (the labels columns). labels.parquet holds the compounds, "
@@ -285,14 +291,14 @@ REFERENCE_LABELS = Table(
     ),
     key=("structure_id", "settings_hash"),
     columns=(
-        *(c for c in LABEL_TARGETS.columns if c.name not in ("formula", "nsites")),
+        *(c for c in LABEL_TARGETS.columns if c.name not in ("formula", "nsites", "stored", "mem_mb", "runtime_min", "threads")),
         *(c for c in LABELS.columns if c.name not in ("structure_id", "origin", "prototype")),
     ),
 )
 
 EXTERNAL_LABELS = Table(
     name="external_labels",
-    filename="external_labels.parquet",
+    files=(paths.EXTERNAL_LABELS,),
     description="Labels from outside matscreen (train.external_labels), featurized and trained on with the PySCF labels; one row per (table row, target).",
     key=("structure_id", "target"),
     columns=(
@@ -309,7 +315,7 @@ EXTERNAL_LABELS = Table(
 
 CANDIDATE_FEATURES = Table(
     name="candidate_features",
-    filename="features/part-*.parquet",
+    files=(paths.CANDIDATE_FEATURES,),
     description="Features of candidates; feature columns are float32 and named by the feature-name map.",
     key=("candidate_id",),
     extra_dtype="float32",
@@ -321,7 +327,7 @@ CANDIDATE_FEATURES = Table(
 
 STRUCTURE_FEATURES = Table(
     name="structure_features",
-    filename="labeled_features.parquet",
+    files=(paths.LABELED_FEATURES, paths.EXTERNAL_FEATURES),
     description="Features of labeled structures, computed by the same code as candidate features.",
     key=("structure_id",),
     extra_dtype="float32",
@@ -333,7 +339,7 @@ STRUCTURE_FEATURES = Table(
 
 CV_METRICS = Table(
     name="cv_metrics",
-    filename="cv_metrics.parquet",
+    files=(paths.CV_METRICS,),
     description="Cross-validation metrics of the trained models, per target, per fold and overall (pooled out-of-fold, also per family).",
     key=("target", "fold", "family", "metric"),
     columns=(
@@ -347,7 +353,7 @@ CV_METRICS = Table(
 
 OOF_PREDICTIONS = Table(
     name="oof_predictions",
-    filename="oof_predictions.parquet",
+    files=(paths.OOF_PREDICTIONS,),
     description="Out-of-fold predictions of every labeled structure, per target.",
     key=("target", "structure_id"),
     columns=(
@@ -364,7 +370,7 @@ OOF_PREDICTIONS = Table(
 
 LEARNING_CURVE = Table(
     name="learning_curve",
-    filename="learning_curve.parquet",
+    files=(paths.LEARNING_CURVE,),
     description="Out-of-fold error vs training-set size (single boosters on a fraction of each training fold's groups, the CV folds).",
     key=("target", "train_fraction"),
     columns=(
@@ -379,7 +385,7 @@ LEARNING_CURVE = Table(
 
 PREDICTIONS = Table(
     name="predictions",
-    filename="predictions/part-*.parquet; ranked.parquet",
+    files=(paths.PREDICTION_SHARD, paths.RANKED, paths.NEXT_TO_LABEL),
     description="Model predictions for candidates, ranked by the screening score. Extra float64 columns "
                 "'pred__<target>' and 'std__<target>' hold every model's prediction and calibrated uncertainty.",
     key=("candidate_id",),
@@ -723,7 +729,7 @@ def markdown() -> str:
     """The contracts as Markdown (for the README)."""
     lines: list[str] = []
     for t in ALL_TABLES.values():
-        lines += [f"### `{t.name}` ({t.filename})", "", t.description, "", f"Primary key: `{', '.join(t.key)}`."]
+        lines += [f"### `{t.name}`", "", "Files: " + ", ".join(f"`{f}`" for f in t.files) + ".", "", t.description, "", f"Primary key: `{', '.join(t.key)}`."]
         if t.extra_dtype:
             lines.append(f"Further columns: features, `{t.extra_dtype}`.")
         lines += ["", "| column | dtype | unit | null | meaning |", "|---|---|---|---|---|"]

@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, os.path.join(workflow.basedir, "scripts"))
 
+from matscreen import paths  # noqa: E402  (every result path: rules read them from here)
 from matscreen.config import ConfigError, validate  # noqa: E402
 
 # A bad config fails here, before any job runs, naming the key ("config key 'screen.kappa': ...").
@@ -45,8 +46,7 @@ def external_label_inputs(wildcards):
     """The prepared external labels and their features, when train.external_labels names tables."""
     if not config["train"]["external_labels"]:
         return {}
-    return {"external_labels": "results/train/external_labels.parquet",
-            "external_features": "results/featurize/external.parquet"}
+    return {"external_labels": paths.EXTERNAL_LABELS, "external_features": paths.EXTERNAL_FEATURES}
 
 
 def _targets(path):
@@ -78,7 +78,9 @@ def label_outputs(wildcards):
     competing phases under competing/. Stored labels are read from the store by gather_labels."""
     targets = _jobs(_targets(label_targets_path()))  # raises until the checkpoint has run
     competing = targets["origin"] == "competing"
-    return expand("results/label/structures/{structure_id}.parquet", structure_id=sorted(targets.loc[~competing, "structure_id"])) + expand(
+    return expand(
+        "results/label/structures/{structure_id}.parquet", structure_id=sorted(targets.loc[~competing, "structure_id"])
+    ) + expand(
         "results/label/competing/{structure_id}.parquet", structure_id=sorted(targets.loc[competing, "structure_id"])
     )
 

@@ -2,8 +2,8 @@
 # Downstream featurize/predict jobs run once per shard.
 rule enumerate:
     output:
-        shards=expand("results/enumerate/candidates/part-{shard}.parquet", shard=SHARDS),
-        funnel="results/enumerate/funnel.parquet",
+        shards=expand(paths.CANDIDATE_SHARD, shard=SHARDS),
+        funnel=paths.FUNNEL,
     params:
         settings=config["enumerate"],
     log:

@@ -1,9 +1,9 @@
 # Stage 4: the same featurizer for candidates (per shard) and for labeled structures.
 rule featurize_candidates:
     input:
-        "results/enumerate/candidates/part-{shard}.parquet",
+        paths.CANDIDATE_SHARD,
     output:
-        "results/featurize/candidates/part-{shard}.parquet",
+        paths.CANDIDATE_FEATURES,
     params:
         id_column="candidate_id",
         settings=config["featurize"],
@@ -19,9 +19,9 @@ rule featurize_candidates:
 
 rule featurize_labeled:
     input:
-        "results/label/targets.parquet",
+        paths.LABEL_TARGETS,
     output:
-        "results/featurize/labeled.parquet",
+        paths.LABELED_FEATURES,
     params:
         id_column="structure_id",
         settings=config["featurize"],
@@ -35,9 +35,9 @@ rule featurize_labeled:
 
 rule featurize_external:
     input:
-        "results/train/external_labels.parquet",
+        paths.EXTERNAL_LABELS,
     output:
-        "results/featurize/external.parquet",
+        paths.EXTERNAL_FEATURES,
     params:
         id_column="structure_id",
         settings=config["featurize"],

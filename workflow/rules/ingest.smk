@@ -4,14 +4,12 @@ rule ingest:
     input:
         files=ingest_input_files,
     output:
-        structures="results/ingest/structures.parquet",
-        rejects="results/ingest/rejects.parquet",
+        structures=paths.STRUCTURES,
+        rejects=paths.REJECTS,
     params:
         inputs=config["ingest"]["inputs"],
         settings=config["ingest"],
-        # only what decides label_supported, so other label settings do not rerun ingest
-        label_settings={k: config["label"][k] for k in ("basis", "pseudo")},
-        existing=config["ingest"].get("existing") or "",
+        existing=config["ingest"]["existing"] or "",
     log:
         "logs/ingest/ingest.log",
     benchmark:

@@ -13,12 +13,12 @@ rule report:
         learning_curve=rules.train.output.learning_curve,
         ranked=rules.rank.output.ranked,
         next_up=rules.rank.output.next,
-        targets="results/label/targets.parquet",
+        targets=paths.LABEL_TARGETS,
     output:
-        summary=report("results/report/summary.md", caption="../report/summary.rst", category="Summary"),
-        parity=report("results/report/parity.png", caption="../report/parity.rst", category="Model"),
-        predictions=report("results/report/predictions.png", caption="../report/predictions.rst", category="Screening"),
-        learning_curve=report("results/report/learning_curve.png", caption="../report/learning_curve.rst", category="Model"),
+        summary=report(paths.SUMMARY, caption="../report/summary.rst", category="Summary"),
+        parity=report(paths.PARITY_PLOT, caption="../report/parity.rst", category="Model"),
+        predictions=report(paths.PREDICTIONS_PLOT, caption="../report/predictions.rst", category="Screening"),
+        learning_curve=report(paths.LEARNING_CURVE_PLOT, caption="../report/learning_curve.rst", category="Model"),
     params:
         out_dir=lambda w, output: os.path.dirname(output.summary),
         settings=config["report"],

@@ -2,10 +2,10 @@
 rule predict:
     input:
         model=rules.train.output.model,
-        candidates="results/enumerate/candidates/part-{shard}.parquet",
-        features="results/featurize/candidates/part-{shard}.parquet",
+        candidates=paths.CANDIDATE_SHARD,
+        features=paths.CANDIDATE_FEATURES,
     output:
-        "results/screen/predictions/part-{shard}.parquet",
+        paths.PREDICTION_SHARD,
     params:
         settings=config["screen"],
     threads: config["screen"]["threads"]
@@ -19,12 +19,12 @@ rule predict:
 
 rule rank:
     input:
-        predictions=expand("results/screen/predictions/part-{shard}.parquet", shard=SHARDS),
-        targets="results/label/targets.parquet",
+        predictions=expand(paths.PREDICTION_SHARD, shard=SHARDS),
+        targets=paths.LABEL_TARGETS,
     output:
-        ranked="results/screen/ranked.parquet",
-        top=report("results/screen/top.csv", caption="../report/top.rst", category="Screening"),
-        next="results/screen/next_to_label.parquet",
+        ranked=paths.RANKED,
+        top=report(paths.TOP, caption="../report/top.rst", category="Screening"),
+        next=paths.NEXT_TO_LABEL,
     params:
         settings=config["screen"],
     log:

@@ -3,7 +3,7 @@ rule prepare_external_labels:
     input:
         config["train"]["external_labels"],
     output:
-        "results/train/external_labels.parquet",
+        paths.EXTERNAL_LABELS,
     params:
         target=config["train"]["target"],
     log:
@@ -23,10 +23,10 @@ rule train:
         labels=rules.gather_labels.output.labels,
         targets="results/label/targets.parquet",
     output:
-        model="results/train/model.json",
-        metrics="results/train/cv_metrics.parquet",
-        oof="results/train/oof_predictions.parquet",
-        learning_curve="results/train/learning_curve.parquet",
+        model=paths.MODEL,
+        metrics=paths.CV_METRICS,
+        oof=paths.OOF_PREDICTIONS,
+        learning_curve=paths.LEARNING_CURVE,
     params:
         settings=config["train"],
         seed=config["seed"],

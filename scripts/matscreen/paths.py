@@ -1,0 +1,86 @@
+"""Every result path of the workflow, in one place.
+
+The rules (``workflow/rules/*.smk`` and the ``Snakefile``), the command line's defaults and the
+table contracts (:attr:`matscreen.tables.Table.files`, hence the README's contract section) all
+read these names, so a file is renamed here or nowhere. Paths are relative to the working
+directory of a run; ``{shard}``, ``{structure_id}`` and ``{element}`` are Snakemake wildcards.
+
+The command line writes the same layout under folders of its own (``matscreen enumerate -o
+DIR`` writes ``DIR/candidates/part-0.parquet``, ``DIR/funnel.parquet``): :func:`relative` gives
+a path's name inside its stage folder.
+
+Logs (``logs/``) and benchmarks (``results/benchmarks/``) are named in the rules themselves:
+they are no tables, and ``snakemake --lint`` refuses paths composed in a rule.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+RESULTS = "results"
+
+# --- stage folders -------------------------------------------------------------------------
+INGEST = f"{RESULTS}/ingest"
+ENUMERATE = f"{RESULTS}/enumerate"
+LABEL = f"{RESULTS}/label"
+FEATURIZE = f"{RESULTS}/featurize"
+TRAIN = f"{RESULTS}/train"
+SCREEN = f"{RESULTS}/screen"
+REPORT = f"{RESULTS}/report"
+
+# --- 1 ingest --------------------------------------------------------------------------------
+STRUCTURES = f"{INGEST}/structures.parquet"
+REJECTS = f"{INGEST}/rejects.parquet"
+
+# --- 2 enumerate -----------------------------------------------------------------------------
+CANDIDATE_SHARD = f"{ENUMERATE}/candidates/part-{{shard}}.parquet"
+FUNNEL = f"{ENUMERATE}/funnel.parquet"
+
+# --- 3 label ---------------------------------------------------------------------------------
+LABEL_TARGETS = f"{LABEL}/targets.parquet"
+REFERENCE_TARGETS = f"{LABEL}/reference_targets.parquet"
+LABEL_STRUCTURE = f"{LABEL}/structures/{{structure_id}}.parquet"
+LABEL_COMPETING = f"{LABEL}/competing/{{structure_id}}.parquet"
+LABEL_REFERENCE = f"{LABEL}/references/{{element}}.parquet"
+LABELS = f"{LABEL}/labels.parquet"
+REFERENCES = f"{LABEL}/references.parquet"
+
+#: The shipped reference label set (``matscreen export-labels``; in the repository, not under results/).
+SHIPPED_LABELS = "resources/labels/labels.parquet"
+SHIPPED_COMPETING = "resources/labels/competing.parquet"
+
+# --- 4 featurize -----------------------------------------------------------------------------
+CANDIDATE_FEATURES = f"{FEATURIZE}/candidates/part-{{shard}}.parquet"
+LABELED_FEATURES = f"{FEATURIZE}/labeled.parquet"
+EXTERNAL_FEATURES = f"{FEATURIZE}/external.parquet"
+
+# --- 5 train ---------------------------------------------------------------------------------
+EXTERNAL_LABELS = f"{TRAIN}/external_labels.parquet"
+MODEL = f"{TRAIN}/model.json"
+CV_METRICS = f"{TRAIN}/cv_metrics.parquet"
+OOF_PREDICTIONS = f"{TRAIN}/oof_predictions.parquet"
+LEARNING_CURVE = f"{TRAIN}/learning_curve.parquet"
+
+# --- 6 screen and report ---------------------------------------------------------------------
+PREDICTION_SHARD = f"{SCREEN}/predictions/part-{{shard}}.parquet"
+RANKED = f"{SCREEN}/ranked.parquet"
+TOP = f"{SCREEN}/top.csv"
+NEXT_TO_LABEL = f"{SCREEN}/next_to_label.parquet"
+SUMMARY = f"{REPORT}/summary.md"
+PARITY_PLOT = f"{REPORT}/parity.png"
+PREDICTIONS_PLOT = f"{REPORT}/predictions.png"
+LEARNING_CURVE_PLOT = f"{REPORT}/learning_curve.png"
+
+
+def relative(path: str, folder: str) -> str:
+    """``path``'s name inside ``folder`` (a stage folder above, or :data:`RESULTS`).
+
+    >>> relative(FUNNEL, ENUMERATE)
+    'funnel.parquet'
+    >>> relative(CANDIDATE_SHARD, ENUMERATE).format(shard=0)
+    'candidates/part-0.parquet'
+    """
+    rel = posixpath.relpath(path, folder)
+    if rel.startswith(".."):
+        raise ValueError(f"{path} is not under {folder}")
+    return rel
