@@ -36,16 +36,26 @@ class ReplaySCF:
 
         return f"{structure_id(structure)}|{kmesh_str(kmesh)}|{structure.volume:.3f}"
 
-    def run_scf(self, structure: Any, settings: Any, *, kmesh: Any = None, spin: Any = None, unrestricted: Any = None,
-                dm0: Any = None) -> Any:
+    def run_scf(
+        self,
+        structure: Any,
+        settings: Any,
+        *,
+        kmesh: Any = None,
+        spin: Any = None,
+        unrestricted: Any = None,
+        dm0: Any = None,
+    ) -> Any:
         from matscreen.label.pyscf import SCFResult, kmesh_for
 
         kmesh = list(kmesh) if kmesh is not None else kmesh_for(structure, settings)
         key = self.key(structure, kmesh)
         self.calls.append(key)
         if key not in self.recorded:
-            raise NotRecorded(f"no recorded SCF for {structure.composition.reduced_formula} ({key}); "
-                              f"recorded: {sorted(self.recorded)}")
+            raise NotRecorded(
+                f"no recorded SCF for {structure.composition.reduced_formula} ({key}); "
+                f"recorded: {sorted(self.recorded)}"
+            )
         rec = {k: v for k, v in self.recorded[key].items() if k not in ("formula", "settings")}
         return SCFResult(**rec)
 

@@ -15,10 +15,10 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from matscreen import label, tables
-from matscreen.label import pyscf as label_pyscf
-from matscreen.label import refs as label_refs
 from matscreen.config import ConfigError
 from matscreen.ids import structure_id
+from matscreen.label import pyscf as label_pyscf
+from matscreen.label import refs as label_refs
 
 
 def test_unsupported_elements_default_settings() -> None:

@@ -7,17 +7,20 @@ from fractions import Fraction
 
 import numpy as np
 
-from matscreen import chemistry, enumerate as en
+from matscreen import chemistry
+from matscreen import enumerate as en
 from matscreen.families import get_family
 
 
 def _settings(**mixing):
-    return en.resolve_settings({
-        "families": ["perovskite"],
-        "cations": ["Li", "Na", "K", "Mg", "Ca", "Sr", "Ba", "La", "Al", "Ti", "Zr", "Nb", "Fe"],
-        "sites": {"perovskite": {"A": None, "B": None, "X": ["O", "F"]}},
-        "mixing": {"enabled": True, "denominator": 4, **mixing},
-    })
+    return en.resolve_settings(
+        {
+            "families": ["perovskite"],
+            "cations": ["Li", "Na", "K", "Mg", "Ca", "Sr", "Ba", "La", "Al", "Ti", "Zr", "Nb", "Fe"],
+            "sites": {"perovskite": {"A": None, "B": None, "X": ["O", "F"]}},
+            "mixing": {"enabled": True, "denominator": 4, **mixing},
+        }
+    )
 
 
 def _brute_force(settings) -> tuple[int, int]:
@@ -32,8 +35,11 @@ def _brute_force(settings) -> tuple[int, int]:
         pure = [((ion, Fraction(1)),) for ion in ions[label]]
         if label not in settings["mixing"]["sites"]["perovskite"]:
             return pure, []
-        mixed = [((a, Fraction(k, d)), (b, Fraction(d - k, d)))
-                 for a, b in itertools.combinations(ions[label], 2) for k in range(1, d)]
+        mixed = [
+            ((a, Fraction(k, d)), (b, Fraction(d - k, d)))
+            for a, b in itertools.combinations(ions[label], 2)
+            for k in range(1, d)
+        ]
         return pure, mixed
 
     total = passing = 0

@@ -30,7 +30,9 @@ def test_target_that_exists_nowhere_is_refused_naming_key_and_columns(tmp_path, 
         validate({"train": {"target": ["gap_ev", "nowhere"], "external_labels": ["ext.csv"]}})
     with pytest.raises(ConfigError, match=r"config key 'train.external_labels\[0\]': 'missing.csv' does not exist"):
         validate({"train": {"external_labels": ["missing.csv"]}})
-    with pytest.raises(ConfigError, match=r"config key 'screen.filters\[0\].target': 'gap_ev' is not one of train.target"):
+    with pytest.raises(
+        ConfigError, match=r"config key 'screen.filters\[0\].target': 'gap_ev' is not one of train.target"
+    ):
         validate({"screen": {"filters": [{"target": "gap_ev", "max": 3}]}})
 
 
@@ -45,8 +47,23 @@ def test_workflow_refuses_unknown_target_before_any_job(tmp_path):
     cfg["train"]["target"] = "bandgap_exp"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     snk = str(Path(sys.executable).with_name("snakemake"))
-    res = subprocess.run([snk, "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile",
-                          str(tmp_path / "config.yaml"), "-n", "--cores", "1"], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            snk,
+            "-s",
+            str(ROOT / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            "-n",
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode != 0
     assert "config key 'train.target': 'bandgap_exp'" in res.stdout + res.stderr
     assert not (tmp_path / "results").exists()
@@ -55,22 +72,30 @@ def test_workflow_refuses_unknown_target_before_any_job(tmp_path):
 # --- site inference --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("formula, family, expected", [
-    ("La0.5Sr0.5CoO3", "perovskite", {"A": "La3+:0.5 Sr2+:0.5", "B": "Co3+:0.5 Co4+:0.5", "X": "O2-"}),
-    ("La1Sr3Co4O12", "perovskite", {"A": "La3+:0.25 Sr2+:0.75", "B": "Co3+:0.25 Co4+:0.75", "X": "O2-"}),
-    ("Y3Fe5O12", "garnet", {"C": "Y3+", "A": "Fe3+", "D": "Fe3+", "X": "O2-"}),
-    ("Mg3Al2Si3O12", "garnet", {"C": "Mg2+", "A": "Al3+", "D": "Si4+", "X": "O2-"}),
-    ("Mg0.5Zn0.5Al2O4", "spinel", {"A": "Mg2+:0.5 Zn2+:0.5", "B": "Al3+", "X": "O2-"}),
-    ("Fe3O4", "spinel", {"A": "Fe2+", "B": "Fe3+", "X": "O2-"}),
-])
+@pytest.mark.parametrize(
+    "formula, family, expected",
+    [
+        ("La0.5Sr0.5CoO3", "perovskite", {"A": "La3+:0.5 Sr2+:0.5", "B": "Co3+:0.5 Co4+:0.5", "X": "O2-"}),
+        ("La1Sr3Co4O12", "perovskite", {"A": "La3+:0.25 Sr2+:0.75", "B": "Co3+:0.25 Co4+:0.75", "X": "O2-"}),
+        ("Y3Fe5O12", "garnet", {"C": "Y3+", "A": "Fe3+", "D": "Fe3+", "X": "O2-"}),
+        ("Mg3Al2Si3O12", "garnet", {"C": "Mg2+", "A": "Al3+", "D": "Si4+", "X": "O2-"}),
+        ("Mg0.5Zn0.5Al2O4", "spinel", {"A": "Mg2+:0.5 Zn2+:0.5", "B": "Al3+", "X": "O2-"}),
+        ("Fe3O4", "spinel", {"A": "Fe2+", "B": "Fe3+", "X": "O2-"}),
+    ],
+)
 def test_sites_inferred_from_the_formula(formula, family, expected):
     assert external.infer_sites(formula, family) == expected
 
 
 def test_unassignable_rows_keep_composition_features_and_are_counted(tmp_path, caplog):
     path = tmp_path / "ext.csv"
-    pd.DataFrame({"formula": ["La0.5Sr0.5CoO3", "SrTiO2", "Y3Fe5O12"], "family": ["perovskite", "perovskite", "garnet"],
-                  "gap_ev": [0.1, 1.0, 2.5]}).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "formula": ["La0.5Sr0.5CoO3", "SrTiO2", "Y3Fe5O12"],
+            "family": ["perovskite", "perovskite", "garnet"],
+            "gap_ev": [0.1, 1.0, 2.5],
+        }
+    ).to_csv(path, index=False)
     with caplog.at_level("INFO"):
         ext = external.read_external([str(path)], "gap_ev")
     assert ext["site_source"].tolist() == ["inferred", None, "inferred"]
@@ -87,8 +112,26 @@ def test_unassignable_rows_keep_composition_features_and_are_counted(tmp_path, c
 
 
 def test_grouped_folds_never_split_a_chemical_system():
-    formulas = pd.Series(["SrTiO3", "Sr2TiO4", "SrTi2O5", "BaTiO3", "Ba2TiO4", "CaTiO3", "CaZrO3", "Ca2ZrO4",
-                          "SrZrO3", "BaZrO3", "Ba3Zr2O7", "LaAlO3", "La2AlO4.5", "KNbO3", "NaNbO3"] * 2)
+    formulas = pd.Series(
+        [
+            "SrTiO3",
+            "Sr2TiO4",
+            "SrTi2O5",
+            "BaTiO3",
+            "Ba2TiO4",
+            "CaTiO3",
+            "CaZrO3",
+            "Ca2ZrO4",
+            "SrZrO3",
+            "BaZrO3",
+            "Ba3Zr2O7",
+            "LaAlO3",
+            "La2AlO4.5",
+            "KNbO3",
+            "NaNbO3",
+        ]
+        * 2
+    )
     groups = train.cv_group_labels(formulas, "chemical_system")
     folds = train.assign_folds(groups, 5, seed=3)
     by = pd.DataFrame({"g": groups, "f": folds}).groupby("g")["f"].nunique()
@@ -106,8 +149,14 @@ def _synthetic(n: int, seed: int = 0, hetero: bool = False):
     y = np.sin(2 * x[:, 0]) + 0.5 * x[:, 1] ** 2 - 0.3 * x[:, 2] * x[:, 3] + noise * rng.normal(size=n)
     ids = [f"s-{i:05d}" for i in range(n)]
     feats = pd.DataFrame({"structure_id": ids, "featurize_error": None, **{f"f{j}": x[:, j] for j in range(8)}})
-    labels = pd.DataFrame({"structure_id": ids, "formula": [f"Sr{1 + i // 2}TiO3" for i in range(n)], "status": "ok",
-                           "e_above_hull_ev_per_atom": y})
+    labels = pd.DataFrame(
+        {
+            "structure_id": ids,
+            "formula": [f"Sr{1 + i // 2}TiO3" for i in range(n)],
+            "status": "ok",
+            "e_above_hull_ev_per_atom": y,
+        }
+    )
     return feats, labels
 
 
@@ -151,8 +200,9 @@ def test_hyperparameters_scale_with_n():
 
 def test_nested_tuning_runs_and_keeps_metrics_honest():
     feats, labels = _synthetic(150, seed=4)
-    res = train.train(feats, labels, {**FAST, "tuning": {"enabled": True, "inner_folds": 2,
-                                                         "grid": {"num_leaves": [4, 15]}}}, seed=0)
+    res = train.train(
+        feats, labels, {**FAST, "tuning": {"enabled": True, "inner_folds": 2, "grid": {"num_leaves": [4, 15]}}}, seed=0
+    )
     assert res.models["e_above_hull_ev_per_atom"].params["num_leaves"] in (4, 15)
     assert np.isfinite(train.pooled_metrics(res.metrics).set_index("metric")["value"]["mae"])
 
@@ -164,18 +214,39 @@ def test_external_table_trains_and_screens_end_to_end(tmp_path):
     from matscreen import enumerate as en
 
     rng = np.random.default_rng(0)
-    cand, _ = en.enumerate_candidates({"families": ["perovskite"], "cations": ["Li", "Na", "K", "Mg", "Ca", "Sr", "Ba",
-                                       "La", "Y", "Al", "Ti", "Zr", "Nb", "Ta", "Ga", "Sc"],
-                                       "sites": {"perovskite": {"A": None, "B": None, "X": ["O", "F"]}}})
+    cand, _ = en.enumerate_candidates(
+        {
+            "families": ["perovskite"],
+            "cations": ["Li", "Na", "K", "Mg", "Ca", "Sr", "Ba", "La", "Y", "Al", "Ti", "Zr", "Nb", "Ta", "Ga", "Sc"],
+            "sites": {"perovskite": {"A": None, "B": None, "X": ["O", "F"]}},
+        }
+    )
     rows = cand.sample(min(80, len(cand)), random_state=1).reset_index(drop=True)
     t = rows["tolerance_factor"].to_numpy()
-    ext = pd.DataFrame({"formula": rows["formula"], "family": "perovskite",
-                        "e_above_hull_ev_per_atom": np.abs(t - 0.97) + 0.02 * rng.normal(size=len(rows)),
-                        "gap_ev": 3 * (rows["X_species"] == "F-") + 2 * (t - 0.9) + 0.1 * rng.normal(size=len(rows))})
+    ext = pd.DataFrame(
+        {
+            "formula": rows["formula"],
+            "family": "perovskite",
+            "e_above_hull_ev_per_atom": np.abs(t - 0.97) + 0.02 * rng.normal(size=len(rows)),
+            "gap_ev": 3 * (rows["X_species"] == "F-") + 2 * (t - 0.9) + 0.1 * rng.normal(size=len(rows)),
+        }
+    )
     ext.to_csv(tmp_path / "ext.csv", index=False)
-    cfg = validate({"train": {**FAST, "target": ["e_above_hull_ev_per_atom", "gap_ev"], "external_labels": [str(tmp_path / "ext.csv")]},
-                    "screen": {"rank_by": "e_above_hull_ev_per_atom", "filters": [{"target": "gap_ev", "min": 1.0, "max": 4.0}],
-                               "top_n": 5, "next_to_label": 3}})
+    cfg = validate(
+        {
+            "train": {
+                **FAST,
+                "target": ["e_above_hull_ev_per_atom", "gap_ev"],
+                "external_labels": [str(tmp_path / "ext.csv")],
+            },
+            "screen": {
+                "rank_by": "e_above_hull_ev_per_atom",
+                "filters": [{"target": "gap_ev", "min": 1.0, "max": 4.0}],
+                "top_n": 5,
+                "next_to_label": 3,
+            },
+        }
+    )
     fs = featurize.resolve_settings({})
     external.run([str(tmp_path / "ext.csv")], str(tmp_path / "ext.parquet"), cfg["train"]["target"])
     e = tables.read_table(tmp_path / "ext.parquet", tables.EXTERNAL_LABELS)
@@ -187,10 +258,18 @@ def test_external_table_trains_and_screens_end_to_end(tmp_path):
     tables.write_table(ef.iloc[:0], tmp_path / "feats.parquet", tables.STRUCTURE_FEATURES)
     out = tmp_path / "train"
     out.mkdir()
-    train.run(str(tmp_path / "feats.parquet"), str(tmp_path / "labels.parquet"), str(out / "model.json"),
-              str(out / "cv_metrics.parquet"), str(out / "oof.parquet"), train.settings(cfg["train"]), 7,
-              external_features_path=str(tmp_path / "ext_feats.parquet"), external_labels_path=str(tmp_path / "ext.parquet"),
-              learning_curve_out=str(out / "learning_curve.parquet"))
+    train.run(
+        str(tmp_path / "feats.parquet"),
+        str(tmp_path / "labels.parquet"),
+        str(out / "model.json"),
+        str(out / "cv_metrics.parquet"),
+        str(out / "oof.parquet"),
+        train.settings(cfg["train"]),
+        7,
+        external_features_path=str(tmp_path / "ext_feats.parquet"),
+        external_labels_path=str(tmp_path / "ext.parquet"),
+        learning_curve_out=str(out / "learning_curve.parquet"),
+    )
     assert json.loads((out / "model.json").read_text())["targets"] == ["e_above_hull_ev_per_atom", "gap_ev"]
     metrics = tables.read_table(out / "cv_metrics.parquet", tables.CV_METRICS)
     assert set(metrics["target"]) == {"e_above_hull_ev_per_atom", "gap_ev"}
@@ -198,13 +277,26 @@ def test_external_table_trains_and_screens_end_to_end(tmp_path):
     # screen the enumerated candidates
     shard = cand.head(300)
     tables.write_table(shard, tmp_path / "cand.parquet", tables.CANDIDATES)
-    tables.write_table(featurize.featurize_frame(shard, "candidate_id", fs), tmp_path / "cfeat.parquet", tables.CANDIDATE_FEATURES)
-    screen.run_predict(str(out / "model.json"), str(tmp_path / "cand.parquet"), str(tmp_path / "cfeat.parquet"),
-                       str(tmp_path / "pred.parquet"), settings_=cfg["screen"])
+    tables.write_table(
+        featurize.featurize_frame(shard, "candidate_id", fs), tmp_path / "cfeat.parquet", tables.CANDIDATE_FEATURES
+    )
+    screen.run_predict(
+        str(out / "model.json"),
+        str(tmp_path / "cand.parquet"),
+        str(tmp_path / "cfeat.parquet"),
+        str(tmp_path / "pred.parquet"),
+        settings_=cfg["screen"],
+    )
     targets = tables.empty_frame(tables.LABEL_TARGETS)
     tables.write_table(targets, tmp_path / "targets.parquet", tables.LABEL_TARGETS)
-    screen.run_rank([str(tmp_path / "pred.parquet")], str(tmp_path / "targets.parquet"), str(tmp_path / "ranked.parquet"),
-                    str(tmp_path / "top.csv"), str(tmp_path / "next.parquet"), cfg["screen"])
+    screen.run_rank(
+        [str(tmp_path / "pred.parquet")],
+        str(tmp_path / "targets.parquet"),
+        str(tmp_path / "ranked.parquet"),
+        str(tmp_path / "top.csv"),
+        str(tmp_path / "next.parquet"),
+        cfg["screen"],
+    )
     ranked = tables.read_table(tmp_path / "ranked.parquet", tables.PREDICTIONS)
     inside = ranked[ranked["rank"].notna()]
     assert len(inside) and inside["pred__gap_ev"].between(1.0, 4.0).all()

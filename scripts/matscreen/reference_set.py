@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 def joined(targets: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """Each label row with its target row, in the REFERENCE_LABELS contract; every label needs its target."""
     if labels["settings_hash"].nunique() > 1:
-        raise tables.ContractError(f"labels of {labels['settings_hash'].nunique()} settings hashes: a reference set has one level of theory")
+        raise tables.ContractError(
+            f"labels of {labels['settings_hash'].nunique()} settings hashes: a reference set has one level of theory"
+        )
     ident = [c for c in tables.REFERENCE_LABELS.column_names if c in targets.columns and c not in ("formula", "nsites")]
     lab = labels.drop(columns=[c for c in ("origin", "prototype") if c in labels.columns])
     missing = sorted(set(lab["structure_id"]) - set(targets["structure_id"]))
@@ -52,13 +54,21 @@ def statistics(df: pd.DataFrame, refs: pd.DataFrame) -> dict[str, Any]:
         "with_hull": int(compounds["e_above_hull_ev_per_atom"].notna().sum()),
         "stable": int(compounds["is_stable"].fillna(False).astype(bool).sum()),
         "failed": df.loc[df["status"] != "ok", ["formula", "origin", "status", "error"]],
-        "cpu_hours": float(pd.to_numeric(df["wall_s"], errors="coerce").sum() + pd.to_numeric(refs["wall_s"], errors="coerce").sum()) / 3600,
+        "cpu_hours": float(
+            pd.to_numeric(df["wall_s"], errors="coerce").sum() + pd.to_numeric(refs["wall_s"], errors="coerce").sum()
+        )
+        / 3600,
         "settings_hash": str(df["settings_hash"].iloc[0]) if len(df) else "",
     }
 
 
-def export(targets_path: str, labels_path: str, references_path: str, out_dir: str | os.PathLike[str],
-           config_path: str | None = None) -> dict[str, Any]:
+def export(
+    targets_path: str,
+    labels_path: str,
+    references_path: str,
+    out_dir: str | os.PathLike[str],
+    config_path: str | None = None,
+) -> dict[str, Any]:
     """Write the reference set into ``out_dir`` (module docstring); returns :func:`statistics`."""
     targets = tables.read_table(targets_path, tables.LABEL_TARGETS)
     labels = tables.read_table(labels_path, tables.LABELS)
@@ -68,17 +78,27 @@ def export(targets_path: str, labels_path: str, references_path: str, out_dir: s
     out = Path(out_dir)
     prov = provenance("reference_set", {"targets": str(targets_path), "labels": str(labels_path)})
     competing = df["origin"] == "competing"
-    tables.write_tables([
-        (df[~competing].reset_index(drop=True), out / "labels.parquet", tables.REFERENCE_LABELS),
-        (df[competing].reset_index(drop=True), out / "competing.parquet", tables.REFERENCE_LABELS),
-        (refs, out / "references.parquet", tables.REFERENCES),
-    ], prov)
+    tables.write_tables(
+        [
+            (df[~competing].reset_index(drop=True), out / "labels.parquet", tables.REFERENCE_LABELS),
+            (df[competing].reset_index(drop=True), out / "competing.parquet", tables.REFERENCE_LABELS),
+            (refs, out / "references.parquet", tables.REFERENCES),
+        ],
+        prov,
+    )
     if config_path:
         with atomic_path(out / "config.yaml") as tmp:
             shutil.copyfile(config_path, tmp)
     stats = statistics(df, refs)
-    log.info("reference set: %d compounds (%d with a hull), %d competing phases, %d references, %.1f CPU hours -> %s",
-             int((~competing).sum()), stats["with_hull"], int(competing.sum()), len(refs), stats["cpu_hours"], out)
+    log.info(
+        "reference set: %d compounds (%d with a hull), %d competing phases, %d references, %.1f CPU hours -> %s",
+        int((~competing).sum()),
+        stats["with_hull"],
+        int(competing.sum()),
+        len(refs),
+        stats["cpu_hours"],
+        out,
+    )
     return stats
 
 

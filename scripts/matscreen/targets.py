@@ -31,8 +31,8 @@ from pymatgen.core import Composition
 from matscreen import tables
 from matscreen.config import settings_dict
 from matscreen.families import SITE_LABELS
-from matscreen.label.settings import LabelSettings, Select, as_settings
 from matscreen.ids import structure_id
+from matscreen.label.settings import LabelSettings, Select, as_settings
 from matscreen.provenance import provenance
 from matscreen.structjson import structure_from_json
 

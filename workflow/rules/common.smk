@@ -88,7 +88,9 @@ def label_outputs(wildcards):
 def reference_outputs(wildcards):
     """One file per reference job: elements whose reference the store does not hold."""
     refs = _targets(checkpoints.select_label_targets.get().output.references)
-    return expand("results/label/references/{element}.parquet", element=sorted(refs.loc[~refs["stored"].astype(bool), "element"]))
+    return expand(
+        "results/label/references/{element}.parquet", element=sorted(refs.loc[~refs["stored"].astype(bool), "element"])
+    )
 
 
 def _label_resources(structure_id, attempt):

@@ -23,7 +23,10 @@ rule report:
         out_dir=lambda w, output: os.path.dirname(output.summary),
         settings=config["report"],
         label_settings=config["label"],
-        target=config["screen"]["rank_by"] or ([config["train"]["target"]] if isinstance(config["train"]["target"], str) else config["train"]["target"])[0],
+        target=config["screen"]["rank_by"]
+        or ([config["train"]["target"]] if isinstance(config["train"]["target"], str) else config["train"]["target"])[
+            0
+        ],
     log:
         "logs/report/report.log",
     conda:

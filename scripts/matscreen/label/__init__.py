@@ -49,14 +49,34 @@ from matscreen.label.checks import check_label_config
 
 #: name -> submodule of the re-exported public API
 _EXPORTS = {
-    "settings": ("LabelSettings", "NON_PHYSICAL_KEYS", "as_settings", "resolve_settings", "physical_settings",
-                 "settings_hash"),
+    "settings": (
+        "LabelSettings",
+        "NON_PHYSICAL_KEYS",
+        "as_settings",
+        "resolve_settings",
+        "physical_settings",
+        "settings_hash",
+    ),
     "pyscf": ("HARTREE_EV", "SCFResult", "unsupported_elements", "run_scf", "kmesh_for"),
     "store": ("entry_path", "atomic_copy", "get_or_compute"),
-    "jobs": ("compute_label", "compute_reference", "label_structure", "label_reference", "run_structure",
-             "run_reference", "read_target"),
-    "gathering": ("gather", "formation_energies", "flag_implausible", "reference_elements", "read_structures",
-               "references_path_for", "label_files"),
+    "jobs": (
+        "compute_label",
+        "compute_reference",
+        "label_structure",
+        "label_reference",
+        "run_structure",
+        "run_reference",
+        "read_target",
+    ),
+    "gathering": (
+        "gather",
+        "formation_energies",
+        "flag_implausible",
+        "reference_elements",
+        "read_structures",
+        "references_path_for",
+        "label_files",
+    ),
     "resources": ("estimate_resources", "scale_resources", "CYCLE_COST"),
     "checks": ("check_label_config", "check_pyscf_names"),
 }

@@ -21,7 +21,6 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-
 #: A basis or pseudopotential family covers at least one of these.
 _PROBE = ("O", "H", "Si", "Ti", "Fe", "Ba", "La")
 
@@ -72,15 +71,23 @@ def _name_errors_in_child(xc: str | None, basis: str | None, pseudo: str | None)
     here: the checkpoint checks."""
     if find_spec("pyscf") is None:
         return []
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from matscreen.label.checks import pyscf_name_errors; "
-            "print(json.dumps(pyscf_name_errors(*json.loads(sys.argv[2]))))")
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from matscreen.label.checks import pyscf_name_errors; "
+        "print(json.dumps(pyscf_name_errors(*json.loads(sys.argv[2]))))"
+    )
     scripts = str(Path(__file__).resolve().parents[2])
-    res = subprocess.run([sys.executable, "-c", code, scripts, json.dumps([xc, basis, pseudo])],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", code, scripts, json.dumps([xc, basis, pseudo])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if res.returncode != 0:
         from matscreen.config import ConfigError
 
-        raise ConfigError(f"config key 'label': could not check the PySCF names ({res.stderr.strip().splitlines()[-1:]})")
+        raise ConfigError(
+            f"config key 'label': could not check the PySCF names ({res.stderr.strip().splitlines()[-1:]})"
+        )
     return list(json.loads(res.stdout.strip().splitlines()[-1]))
 
 
@@ -96,8 +103,9 @@ def pyscf_name_errors(xc: str | None, basis: str | None, pseudo: str | None) -> 
         try:
             libxc.parse_xc(xc)
         except Exception as exc:  # KeyError for unknown names, ValueError for bad syntax
-            out.append(f"config key 'label.xc': PySCF/libxc does not know the functional {xc!r} "
-                       f"({type(exc).__name__}: {exc})")
+            out.append(
+                f"config key 'label.xc': PySCF/libxc does not know the functional {xc!r} ({type(exc).__name__}: {exc})"
+            )
     for key, name in (("basis", basis), ("pseudo", pseudo)):
         if name is None:
             continue
@@ -116,8 +124,10 @@ def pyscf_name_errors(xc: str | None, basis: str | None, pseudo: str | None) -> 
                 if found:
                     break
         if not found:
-            out.append(f"config key 'label.{key}': PySCF knows no {key} {name!r} "
-                       f"(tried {', '.join(_PROBE)}; see pyscf/gto/basis for the names)")
+            out.append(
+                f"config key 'label.{key}': PySCF knows no {key} {name!r} "
+                f"(tried {', '.join(_PROBE)}; see pyscf/gto/basis for the names)"
+            )
     return out
 
 

@@ -65,7 +65,9 @@ def scaled(structure: Structure, volume: float) -> Structure:
     return out
 
 
-def fit_eos(volumes: Sequence[float], energies_ev: Sequence[float], eos: str = "birch_murnaghan") -> tuple[float, float, float]:
+def fit_eos(
+    volumes: Sequence[float], energies_ev: Sequence[float], eos: str = "birch_murnaghan"
+) -> tuple[float, float, float]:
     """(V0 Å^3, E0 eV, B0 GPa) of pymatgen's EOS ``eos`` fitted to the points.
 
     Raises ``ValueError`` when there are fewer than 4 points or the fit has no minimum inside
@@ -81,7 +83,9 @@ def fit_eos(volumes: Sequence[float], energies_ev: Sequence[float], eos: str = "
     v0, e0, b0 = float(fit.v0), float(fit.e0), float(fit.b0_GPa)
     span = v.max() - v.min()
     if not (np.isfinite(v0) and np.isfinite(e0)) or v0 < v.min() - 0.5 * span or v0 > v.max() + 0.5 * span or b0 <= 0:
-        raise ValueError(f"{eos} fit has no minimum near the scanned volumes {v.min():.2f}-{v.max():.2f} A^3 (V0 = {v0:.2f}, B0 = {b0:.3g} GPa)")
+        raise ValueError(
+            f"{eos} fit has no minimum near the scanned volumes {v.min():.2f}-{v.max():.2f} A^3 (V0 = {v0:.2f}, B0 = {b0:.3g} GPa)"
+        )
     return v0, e0, b0
 
 
@@ -125,8 +129,13 @@ def volume_scan(
             dm = res.dm
             results[offset] = res
         scan.append({"volume_ang3": round(vol, 6), "energy_ha": res.energy_ha, "status": res.status})
-        log.info("%s: V = %.3f A^3 (%+.1f%%): %s", formula, vol, 100 * step * offset,
-                 f"E = {res.energy_ha:.8f} Ha" if res.energy_ha is not None else res.status)
+        log.info(
+            "%s: V = %.3f A^3 (%+.1f%%): %s",
+            formula,
+            vol,
+            100 * step * offset,
+            f"E = {res.energy_ha:.8f} Ha" if res.energy_ha is not None else res.status,
+        )
 
     # from the input volume outwards, so each point starts from its neighbour's density
     for off in sorted(offsets, key=lambda o: (abs(o), o)):
@@ -146,10 +155,19 @@ def volume_scan(
 
     def failed(reason: str) -> VolumeResult:
         last = next(iter(results.values()), None)
-        res = SCFResult(energy_ha=None, converged=False, status="failed", error=reason, scf_cycles=None,
-                        attempts=last.attempts if last else 0, gap_ev=None, kmesh="x".join(map(str, kmesh)),
-                        wall_s=time.perf_counter() - t0, max_rss_mb=max_rss_mb(),
-                        unrestricted=bool(last.unrestricted) if last else False)
+        res = SCFResult(
+            energy_ha=None,
+            converged=False,
+            status="failed",
+            error=reason,
+            scf_cycles=None,
+            attempts=last.attempts if last else 0,
+            gap_ev=None,
+            kmesh="x".join(map(str, kmesh)),
+            wall_s=time.perf_counter() - t0,
+            max_rss_mb=max_rss_mb(),
+            unrestricted=bool(last.unrestricted) if last else False,
+        )
         return VolumeResult(res, None, v_in, None, scan, reason, time.perf_counter() - t0)
 
     ok = sorted(results)
@@ -161,19 +179,37 @@ def volume_scan(
         return failed(f"volume scan: {exc}")
     # the SCF at the fitted minimum starts from the nearest scanned point's density
     nearest = min(ok, key=lambda o: abs(v_in * (1.0 + step * o) - v0))
-    final = run_scf(scaled(structure, v0), settings, kmesh=kmesh, spin=spin, unrestricted=unrestricted, dm0=results[nearest].dm)
-    scan.append({"volume_ang3": round(v0, 6), "energy_ha": final.energy_ha, "status": final.status, "fitted_minimum": True})
+    final = run_scf(
+        scaled(structure, v0), settings, kmesh=kmesh, spin=spin, unrestricted=unrestricted, dm0=results[nearest].dm
+    )
+    scan.append(
+        {"volume_ang3": round(v0, 6), "energy_ha": final.energy_ha, "status": final.status, "fitted_minimum": True}
+    )
     best_o = min(ok, key=lambda o: results[o].energy_ha)
     e_best = results[best_o].energy_ha
     note = None
     if final.status != "ok" or final.energy_ha > e_best + FIT_TOLERANCE_HA:
-        note = (f"SCF at the fitted minimum V = {v0:.3f} A^3 "
-                + ("failed" if final.status != "ok" else f"is {(final.energy_ha - e_best) * HARTREE_EV * 1000:.2f} meV above a scanned point")
-                + f"; the lowest scanned point (V = {v_in * (1 + step * best_o):.3f} A^3) is the label")
+        note = (
+            f"SCF at the fitted minimum V = {v0:.3f} A^3 "
+            + (
+                "failed"
+                if final.status != "ok"
+                else f"is {(final.energy_ha - e_best) * HARTREE_EV * 1000:.2f} meV above a scanned point"
+            )
+            + f"; the lowest scanned point (V = {v_in * (1 + step * best_o):.3f} A^3) is the label"
+        )
         log.warning("%s: %s", formula, note)
         final, v0 = results[best_o], v_in * (1.0 + step * best_o)
     final.wall_s = time.perf_counter() - t0
     final.max_rss_mb = max_rss_mb()
-    log.info("%s: equilibrium V = %.3f A^3 (%+.1f%% vs input), B0 = %.0f GPa, E = %.8f Ha, %d SCFs in %.1f s",
-             formula, v0, 100 * (v0 / v_in - 1), b0, final.energy_ha, len(scan), final.wall_s)
+    log.info(
+        "%s: equilibrium V = %.3f A^3 (%+.1f%% vs input), B0 = %.0f GPa, E = %.8f Ha, %d SCFs in %.1f s",
+        formula,
+        v0,
+        100 * (v0 / v_in - 1),
+        b0,
+        final.energy_ha,
+        len(scan),
+        final.wall_s,
+    )
     return VolumeResult(final, v0, v_in, b0, scan, note, final.wall_s)

@@ -54,7 +54,9 @@ def formation_energies(labels: pd.DataFrame, references: pd.DataFrame) -> pd.Ser
             keys = [(el.symbol, r.settings_hash) for el in comp.elements]
             missing = [k[0] for k in keys if k not in ref]
             if missing:
-                log.warning("%s: no ok reference for %s: formation energy left null", r.structure_id, ", ".join(missing))
+                log.warning(
+                    "%s: no ok reference for %s: formation energy left null", r.structure_id, ", ".join(missing)
+                )
             else:
                 e_ref = sum(comp[el] * ref[(el.symbol, r.settings_hash)] for el in comp.elements)
                 value = (float(r.energy_ha) - e_ref) * HARTREE_EV / comp.num_atoms
@@ -87,9 +89,16 @@ def flag_implausible(labels: pd.DataFrame, window: Sequence[float]) -> pd.DataFr
     return labels
 
 
-def gather(label_paths: list[str], reference_paths: list[str], labels_out: str, references_out: str,
-           settings: LabelSettings | Mapping[str, Any], config_hash: str = "", targets_path: str | None = None,
-           reference_targets_path: str | None = None) -> None:
+def gather(
+    label_paths: list[str],
+    reference_paths: list[str],
+    labels_out: str,
+    references_out: str,
+    settings: LabelSettings | Mapping[str, Any],
+    config_hash: str = "",
+    targets_path: str | None = None,
+    reference_targets_path: str | None = None,
+) -> None:
     """Concatenate per-job rows and stored entries, fill formation energies and the hull columns,
     write the LABELS and REFERENCES tables.
 
@@ -125,7 +134,10 @@ def gather(label_paths: list[str], reference_paths: list[str], labels_out: str, 
         labels["origin"] = labels["structure_id"].map(targets["origin"])
         labels["prototype"] = labels["structure_id"].map(targets["prototype"])
     if targets is not None and n_stored:  # the rule's order of job files: compounds, then competing phases, by id
-        order = sorted(range(len(labels)), key=lambda i: (labels["origin"].iloc[i] == "competing", str(labels["structure_id"].iloc[i])))
+        order = sorted(
+            range(len(labels)),
+            key=lambda i: (labels["origin"].iloc[i] == "competing", str(labels["structure_id"].iloc[i])),
+        )
         labels = labels.iloc[order].reset_index(drop=True)
     labels["formation_energy_ev_per_atom"] = formation_energies(labels, refs)
     labels = flag_implausible(labels, s.formation_energy_window_ev_per_atom)
@@ -133,11 +145,19 @@ def gather(label_paths: list[str], reference_paths: list[str], labels_out: str, 
     for col in HULL_COLUMNS:
         labels[col] = hull[col]
     counts = labels["status"].value_counts().to_dict()
-    log.info("gathered %d labels %s (%d from the store), %d references, %d formation energies, %d energies above hull",
-             len(labels), counts, n_stored, len(refs),
-             int(labels["formation_energy_ev_per_atom"].notna().sum()), int(labels["e_above_hull_ev_per_atom"].notna().sum()))
-    tables.write_tables([(labels, labels_out, tables.LABELS), (refs, references_out, tables.REFERENCES)],
-                        provenance("label", physical_settings(s), config_hash))  # both checked, then written
+    log.info(
+        "gathered %d labels %s (%d from the store), %d references, %d formation energies, %d energies above hull",
+        len(labels),
+        counts,
+        n_stored,
+        len(refs),
+        int(labels["formation_energy_ev_per_atom"].notna().sum()),
+        int(labels["e_above_hull_ev_per_atom"].notna().sum()),
+    )
+    tables.write_tables(
+        [(labels, labels_out, tables.LABELS), (refs, references_out, tables.REFERENCES)],
+        provenance("label", physical_settings(s), config_hash),
+    )  # both checked, then written
 
 
 # --- command line: label files sequentially -------------------------------------------------------
@@ -156,7 +176,11 @@ def read_structures(inputs: Iterable[str]) -> list[tuple[str, Structure]]:
                 raise ValueError(f"{path}: no 'structure' column (expected a structures or label-targets table)")
             for i, r in df.iterrows():
                 st = structure_from_json(r["structure"], f"{path}: row {i} structure")
-                sid = r["structure_id"] if "structure_id" in df.columns and isinstance(r["structure_id"], str) else make_id(st)
+                sid = (
+                    r["structure_id"]
+                    if "structure_id" in df.columns and isinstance(r["structure_id"], str)
+                    else make_id(st)
+                )
                 out.append((sid, st))
         else:
             try:
@@ -167,7 +191,9 @@ def read_structures(inputs: Iterable[str]) -> list[tuple[str, Structure]]:
                     with zopen(path, "rt") as fh:
                         st = structure_from_json(fh.read(), str(path))
                 elif ".yaml" in name or ".yml" in name:
-                    raise ValueError("YAML structure files are not read (they can name Python objects to build); use CIF, POSCAR or JSON")
+                    raise ValueError(
+                        "YAML structure files are not read (they can name Python objects to build); use CIF, POSCAR or JSON"
+                    )
                 else:
                     st = Structure.from_file(path)
             except UnsafeStructureJSON:
@@ -184,7 +210,9 @@ def references_path_for(out_path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.stem + "_references.parquet")
 
 
-def label_files(inputs: list[str], out_path: str, settings: LabelSettings | Mapping[str, Any], config_hash: str = "") -> None:
+def label_files(
+    inputs: list[str], out_path: str, settings: LabelSettings | Mapping[str, Any], config_hash: str = ""
+) -> None:
     """``matscreen label``: label structures sequentially (through the store), then the competing
     phases of their chemical systems (``label.competing``) and the references of their elements;
     write LABELS (formation energies and hulls) to ``out_path`` and REFERENCES to
@@ -195,10 +223,23 @@ def label_files(inputs: list[str], out_path: str, settings: LabelSettings | Mapp
     s = as_settings(settings)
     items = read_structures(inputs)
     unique = list({sid: st for sid, st in items}.items())
-    targets = tables.conform(pd.DataFrame([
-        {"structure_id": sid, "origin": "ingest", "family": "other", "formula": st.composition.formula,
-         "nsites": len(st), "structure": st.to_json()} for sid, st in unique
-    ], columns=["structure_id", "origin", "family", "formula", "nsites", "structure"]), tables.LABEL_TARGETS)
+    targets = tables.conform(
+        pd.DataFrame(
+            [
+                {
+                    "structure_id": sid,
+                    "origin": "ingest",
+                    "family": "other",
+                    "formula": st.composition.formula,
+                    "nsites": len(st),
+                    "structure": st.to_json(),
+                }
+                for sid, st in unique
+            ],
+            columns=["structure_id", "origin", "family", "formula", "nsites", "structure"],
+        ),
+        tables.LABEL_TARGETS,
+    )
     targets = pd.concat([targets, competing_targets(targets, s)], ignore_index=True)
     with tempfile.TemporaryDirectory(prefix="matscreen-label-") as tmp:
         targets_path = Path(tmp) / "targets.parquet"
@@ -206,8 +247,14 @@ def label_files(inputs: list[str], out_path: str, settings: LabelSettings | Mapp
         label_paths, ref_paths = [], []
         for n, rec in enumerate(targets.itertuples(), start=1):
             st = structure_from_json(rec.structure, f"{targets_path}: {rec.structure_id}")
-            log.info("structure %d/%d: %s %s%s", n, len(targets), rec.structure_id, st.composition.reduced_formula,
-                     f" (competing phase, {rec.prototype})" if rec.origin == "competing" else "")
+            log.info(
+                "structure %d/%d: %s %s%s",
+                n,
+                len(targets),
+                rec.structure_id,
+                st.composition.reduced_formula,
+                f" (competing phase, {rec.prototype})" if rec.origin == "competing" else "",
+            )
             p = Path(tmp) / f"label-{len(label_paths)}.parquet"
             label_structure(st, rec.structure_id, p, s, config_hash)
             label_paths.append(str(p))
@@ -216,7 +263,12 @@ def label_files(inputs: list[str], out_path: str, settings: LabelSettings | Mapp
             p = Path(tmp) / f"ref-{el}.parquet"
             label_reference(el, p, s, config_hash)
             ref_paths.append(str(p))
-        gather(label_paths, ref_paths, out_path, str(references_path_for(out_path)), s, config_hash,
-               targets_path=str(targets_path))
-
-
+        gather(
+            label_paths,
+            ref_paths,
+            out_path,
+            str(references_path_for(out_path)),
+            s,
+            config_hash,
+            targets_path=str(targets_path),
+        )

@@ -36,7 +36,13 @@ log = logging.getLogger(__name__)
 #: e_above_hull below this (eV/atom) counts as on the hull
 STABLE_TOL = 1e-8
 
-HULL_COLUMNS = ("e_above_hull_ev_per_atom", "decomposition_energy_ev_per_atom", "decomposes_to", "is_stable", "hull_error")
+HULL_COLUMNS = (
+    "e_above_hull_ev_per_atom",
+    "decomposition_energy_ev_per_atom",
+    "decomposes_to",
+    "is_stable",
+    "hull_error",
+)
 
 
 class MixedSettingsError(ValueError):
@@ -59,7 +65,9 @@ def phase_diagram(entries: Iterable[Entry]) -> tuple[PhaseDiagram, dict[str, PDE
     entries = list(entries)
     hashes = sorted({e.settings_hash for e in entries})
     if len(hashes) > 1:
-        raise MixedSettingsError(f"refusing to build one hull from {len(hashes)} levels of theory (settings hashes {', '.join(hashes)})")
+        raise MixedSettingsError(
+            f"refusing to build one hull from {len(hashes)} levels of theory (settings hashes {', '.join(hashes)})"
+        )
     pd_entries = {e.name: PDEntry(e.composition, e.energy_ev, name=e.label, attribute=e.name) for e in entries}
     return PhaseDiagram(list(pd_entries.values())), pd_entries
 
@@ -119,7 +127,13 @@ def hull_table(labels: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
         refs = references[references["settings_hash"] == shash].set_index("element")
         ok = group[(group["status"] == "ok") & group["energy_ha"].notna()]
         compounds = [
-            Entry(str(r["structure_id"]), Composition(str(r["formula"])), float(r["energy_ha"]) * HARTREE_EV, str(shash), _phase_label(r))
+            Entry(
+                str(r["structure_id"]),
+                Composition(str(r["formula"])),
+                float(r["energy_ha"]) * HARTREE_EV,
+                str(shash),
+                _phase_label(r),
+            )
             for _, r in ok.iterrows()
         ]
         competing = group[group["origin"] == "competing"]
@@ -131,15 +145,27 @@ def hull_table(labels: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
             missing = []
             ref_entries = []
             for el in sorted(system):
-                if el not in refs.index or refs.loc[el, "status"] != "ok" or pd.isna(refs.loc[el, "energy_per_atom_ha"]):
-                    why = "no reference" if el not in refs.index else f"{refs.loc[el, 'status']}: {refs.loc[el, 'error']}"
+                if (
+                    el not in refs.index
+                    or refs.loc[el, "status"] != "ok"
+                    or pd.isna(refs.loc[el, "energy_per_atom_ha"])
+                ):
+                    why = (
+                        "no reference" if el not in refs.index else f"{refs.loc[el, 'status']}: {refs.loc[el, 'error']}"
+                    )
                     missing.append(f"reference {el} ({why})")
                 else:
                     e = float(refs.loc[el, "energy_per_atom_ha"]) * HARTREE_EV
                     ref_entries.append(Entry(f"ref:{el}", Composition(el), e, str(shash), el))
             for f in sorted(need_formula - ok_formula):
                 if _elements(f) <= system:
-                    states = sorted(set(competing.loc[[Composition(str(x)).reduced_formula == f for x in competing["formula"]], "status"]))
+                    states = sorted(
+                        set(
+                            competing.loc[
+                                [Composition(str(x)).reduced_formula == f for x in competing["formula"]], "status"
+                            ]
+                        )
+                    )
                     missing.append(f"{f} ({'/'.join(states)})")
             if missing:
                 return None, {}, "competing phases not labeled ok: " + ", ".join(missing)
@@ -160,7 +186,11 @@ def hull_table(labels: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
         out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
     out["is_stable"] = out["is_stable"].astype("boolean")
     n = int(out["e_above_hull_ev_per_atom"].notna().sum())
-    log.info("hull: %d of %d labels placed on their hull (%d stable), %d without (competing phases missing)",
-             n, len(labels), int(out["is_stable"].fillna(False).sum()), int(out["hull_error"].notna().sum()))
+    log.info(
+        "hull: %d of %d labels placed on their hull (%d stable), %d without (competing phases missing)",
+        n,
+        len(labels),
+        int(out["is_stable"].fillna(False).sum()),
+        int(out["hull_error"].notna().sum()),
+    )
     return out
-

@@ -36,8 +36,13 @@ def _pyscf_version() -> str:
 
 def _label_row(structure: Structure, structure_id: str, shash: str, **values: Any) -> dict[str, Any]:
     row: dict[str, Any] = {c: None for c in tables.LABELS.column_names}
-    row.update(structure_id=structure_id, settings_hash=shash, formula=structure.composition.formula,
-               nsites=len(structure), pyscf_version=_pyscf_version())
+    row.update(
+        structure_id=structure_id,
+        settings_hash=shash,
+        formula=structure.composition.formula,
+        nsites=len(structure),
+        pyscf_version=_pyscf_version(),
+    )
     row.update(values)
     return row
 
@@ -50,11 +55,20 @@ def _calculate(structure: Structure, s: LabelSettings, **kw: Any) -> dict[str, A
     if s.relax == "volume":
         vr = volume_scan(structure, s, **kw)
         res = vr.result
-        extra = {"volume_ang3": vr.volume_ang3, "bulk_modulus_gpa": vr.bulk_modulus_gpa, "volume_scan": vr.scan_json(),
-                 "relax_note": vr.note}
+        extra = {
+            "volume_ang3": vr.volume_ang3,
+            "bulk_modulus_gpa": vr.bulk_modulus_gpa,
+            "volume_scan": vr.scan_json(),
+            "relax_note": vr.note,
+        }
     else:
         res = engine.run_scf(structure, s, **kw)
-        extra = {"volume_ang3": float(structure.volume), "bulk_modulus_gpa": None, "volume_scan": None, "relax_note": None}
+        extra = {
+            "volume_ang3": float(structure.volume),
+            "bulk_modulus_gpa": None,
+            "volume_scan": None,
+            "relax_note": None,
+        }
     return {"result": res, "relax": s.relax, **extra}
 
 
@@ -67,32 +81,59 @@ def compute_label(structure: Structure, structure_id: str, settings: Settings) -
     """
     s = as_settings(settings)
     if not structure.is_ordered:
-        return _label_row(structure, structure_id, s.hash, status="unsupported", converged=False,
-                          error="disordered structure (partial occupancies): label an ordered approximant")
+        return _label_row(
+            structure,
+            structure_id,
+            s.hash,
+            status="unsupported",
+            converged=False,
+            error="disordered structure (partial occupancies): label an ordered approximant",
+        )
     bad = engine.unsupported_elements([el.symbol for el in structure.composition.elements], s)
     if bad:  # label-target selection leaves these out; a hand-made targets table or `matscreen label` may not
-        return _label_row(structure, structure_id, s.hash, status="unsupported", converged=False,
-                          kmesh=engine.kmesh_str(engine.kmesh_for(structure, s)),
-                          error=f"no basis/pseudopotential for {', '.join(bad)} in basis {s.basis!r} / pseudo {s.pseudo!r}")
+        return _label_row(
+            structure,
+            structure_id,
+            s.hash,
+            status="unsupported",
+            converged=False,
+            kmesh=engine.kmesh_str(engine.kmesh_for(structure, s)),
+            error=f"no basis/pseudopotential for {', '.join(bad)} in basis {s.basis!r} / pseudo {s.pseudo!r}",
+        )
     if s.relax == "volume":
         calc = _calculate(structure, s)
         res = calc.pop("result")
     else:  # the common case calls PySCF directly: config -> run_structure -> label_structure -> store -> here -> run_scf
         res = engine.run_scf(structure, s)
-        calc = {"relax": s.relax, "volume_ang3": float(structure.volume), "bulk_modulus_gpa": None, "volume_scan": None,
-                "relax_note": None}
+        calc = {
+            "relax": s.relax,
+            "volume_ang3": float(structure.volume),
+            "bulk_modulus_gpa": None,
+            "volume_scan": None,
+            "relax_note": None,
+        }
     return _label_row(
-        structure, structure_id, s.hash,
+        structure,
+        structure_id,
+        s.hash,
         energy_ha=res.energy_ha,
         energy_per_atom_ev=None if res.energy_ha is None else res.energy_ha * engine.HARTREE_EV / len(structure),
-        gap_ev=res.gap_ev, converged=res.converged, status=res.status, error=res.error,
-        scf_cycles=res.scf_cycles, attempts=res.attempts, wall_s=res.wall_s, max_rss_mb=res.max_rss_mb,
-        kmesh=res.kmesh, **calc,
+        gap_ev=res.gap_ev,
+        converged=res.converged,
+        status=res.status,
+        error=res.error,
+        scf_cycles=res.scf_cycles,
+        attempts=res.attempts,
+        wall_s=res.wall_s,
+        max_rss_mb=res.max_rss_mb,
+        kmesh=res.kmesh,
+        **calc,
     )
 
 
-def label_structure(structure: Structure, structure_id: str, out_path: str | os.PathLike[str],
-                    settings: Settings, config_hash: str = "") -> bool:
+def label_structure(
+    structure: Structure, structure_id: str, out_path: str | os.PathLike[str], settings: Settings, config_hash: str = ""
+) -> bool:
     """Write ``structure``'s one-row LABELS file to ``out_path``, through the label store.
 
     A store hit is copied (atomically), never recomputed; a miss is computed, written to the
@@ -101,7 +142,11 @@ def label_structure(structure: Structure, structure_id: str, out_path: str | os.
     """
     s = as_settings(settings)
     return store.get_or_compute(
-        s, "structures", structure_id, out_path, config_hash,
+        s,
+        "structures",
+        structure_id,
+        out_path,
+        config_hash,
         hit_msg=f"{structure_id}: label store hit",
         miss_msg=f"{structure_id} ({structure.composition.reduced_formula}, {len(structure)} atoms): computing label",
         compute=lambda: compute_label(structure, structure_id, s),
@@ -110,8 +155,9 @@ def label_structure(structure: Structure, structure_id: str, out_path: str | os.
 
 def read_target(targets_path: str, structure_id: str) -> Structure:
     """The structure of one row of a LABEL_TARGETS table (only that row is read)."""
-    df = pq.read_table(targets_path, columns=["structure_id", "structure"],
-                       filters=[("structure_id", "==", structure_id)]).to_pandas()
+    df = pq.read_table(
+        targets_path, columns=["structure_id", "structure"], filters=[("structure_id", "==", structure_id)]
+    ).to_pandas()
     if df.empty:
         raise KeyError(f"{targets_path}: no row with structure_id {structure_id!r}")
     try:
@@ -119,10 +165,14 @@ def read_target(targets_path: str, structure_id: str) -> Structure:
     except UnsafeStructureJSON:
         raise
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{targets_path}: structure of {structure_id!r} is not a pymatgen Structure JSON ({exc})") from exc
+        raise ValueError(
+            f"{targets_path}: structure of {structure_id!r} is not a pymatgen Structure JSON ({exc})"
+        ) from exc
 
 
-def run_structure(targets_path: str, structure_id: str, out_path: str, settings: Settings, config_hash: str = "") -> None:
+def run_structure(
+    targets_path: str, structure_id: str, out_path: str, settings: Settings, config_hash: str = ""
+) -> None:
     """Snakemake job: label one structure of a LABEL_TARGETS table into a one-row LABELS file."""
     label_structure(read_target(targets_path, structure_id), structure_id, out_path, as_settings(settings), config_hash)
 
@@ -144,7 +194,10 @@ def compute_reference(element: str, settings: Settings) -> dict[str, Any]:
     phase = build_reference(element, refs.file, float(refs.box_ang))
     row["reference"] = phase.description
     if engine.unsupported_elements([element], s):
-        row.update(status="unsupported", error=f"no basis/pseudopotential for {element} in basis {s.basis!r} / pseudo {s.pseudo!r}")
+        row.update(
+            status="unsupported",
+            error=f"no basis/pseudopotential for {element} in basis {s.basis!r} / pseudo {s.pseudo!r}",
+        )
         return row
     natoms = len(phase.structure)
     if phase.molecule:  # a molecule in a box has no equilibrium volume: one SCF at the Gamma point
@@ -157,8 +210,11 @@ def compute_reference(element: str, settings: Settings) -> dict[str, Any]:
         res = calc.pop("result")
     row.update(
         energy_per_atom_ha=None if res.energy_ha is None else res.energy_ha / natoms,
-        status=res.status, error=res.error, kmesh=engine.kmesh_str([1, 1, 1]) if phase.molecule else res.kmesh,
-        wall_s=res.wall_s, relax=calc["relax"],
+        status=res.status,
+        error=res.error,
+        kmesh=engine.kmesh_str([1, 1, 1]) if phase.molecule else res.kmesh,
+        wall_s=res.wall_s,
+        relax=calc["relax"],
         volume_per_atom_ang3=None if calc["volume_ang3"] is None else calc["volume_ang3"] / natoms,
         bulk_modulus_gpa=calc["bulk_modulus_gpa"],
     )
@@ -169,8 +225,13 @@ def label_reference(element: str, out_path: str | os.PathLike[str], settings: Se
     """Write ``element``'s one-row REFERENCES file through the store; True on a store hit."""
     s = as_settings(settings)
     return store.get_or_compute(
-        s, "references", element, out_path, config_hash,
-        hit_msg=f"{element}: reference store hit", miss_msg=f"{element}: computing reference",
+        s,
+        "references",
+        element,
+        out_path,
+        config_hash,
+        hit_msg=f"{element}: reference store hit",
+        miss_msg=f"{element}: computing reference",
         compute=lambda: compute_reference(element, s),
     )
 

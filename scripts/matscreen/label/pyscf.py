@@ -120,8 +120,13 @@ def checked_cell(structure: Structure, settings: LabelSettings, kmesh: Sequence[
         if precision <= 1e-12:
             raise RuntimeError(f"local pseudopotential integrals lose {err:.3g} Ha even at precision 1e-12")
         precision /= 100.0
-        log.warning("%s: k-point pseudopotential integrals off by %.3g Ha at precision %.0e; rebuilding at %.0e",
-                    structure.composition.reduced_formula, err, precision * 100, precision)
+        log.warning(
+            "%s: k-point pseudopotential integrals off by %.3g Ha at precision %.0e; rebuilding at %.0e",
+            structure.composition.reduced_formula,
+            err,
+            precision * 100,
+            precision,
+        )
         cell = build_cell(structure, settings.replace(precision=precision), spin=spin)
         err = pp_screening_error(cell, kmesh)
     return cell
@@ -136,7 +141,9 @@ def use_unrestricted(structure: Structure, settings: LabelSettings) -> bool:
     return mode == "unrestricted"
 
 
-def make_scf(cell: Any, kmesh: Sequence[int], settings: LabelSettings, unrestricted: bool, fix_spin: bool = False) -> Any:
+def make_scf(
+    cell: Any, kmesh: Sequence[int], settings: LabelSettings, unrestricted: bool, fix_spin: bool = False
+) -> Any:
     """The PySCF mean-field object the settings describe (not run).
 
     A Gamma-only mesh with the Gamma point uses the Gamma-point classes (``RKS``/``UKS``, as
@@ -220,10 +227,18 @@ class SCFResult:
 
 def attempt_plan(structure: Structure, settings: LabelSettings) -> list[dict[str, Any]]:
     """The SCF attempts in order: the first from the settings, then each failure_ladder step."""
-    first = {"init_guess": settings.init_guess, "max_cycle": int(settings.max_cycle),
-             "damp": 0.0, "level_shift": 0.0, "diis_space": 8}
-    forced = [settings.init_guess_by_element[el.symbol] for el in structure.composition.elements
-              if el.symbol in settings.init_guess_by_element]
+    first = {
+        "init_guess": settings.init_guess,
+        "max_cycle": int(settings.max_cycle),
+        "damp": 0.0,
+        "level_shift": 0.0,
+        "diis_space": 8,
+    }
+    forced = [
+        settings.init_guess_by_element[el.symbol]
+        for el in structure.composition.elements
+        if el.symbol in settings.init_guess_by_element
+    ]
     if forced:
         first["init_guess"] = forced[0]
     plan = [first]
@@ -300,9 +315,18 @@ def run_scf(
         cell = checked_cell(structure, settings, kmesh, spin=spin)
     except RuntimeError as exc:
         return SCFResult(
-            energy_ha=None, converged=False, status="failed", error=str(exc), scf_cycles=None, attempts=0,
-            gap_ev=None, kmesh=kmesh_str(kmesh), wall_s=time.perf_counter() - t0, max_rss_mb=max_rss_mb(),
-            unrestricted=bool(unrestricted), history=[],
+            energy_ha=None,
+            converged=False,
+            status="failed",
+            error=str(exc),
+            scf_cycles=None,
+            attempts=0,
+            gap_ev=None,
+            kmesh=kmesh_str(kmesh),
+            wall_s=time.perf_counter() - t0,
+            max_rss_mb=max_rss_mb(),
+            unrestricted=bool(unrestricted),
+            history=[],
         )
     if unrestricted and spin is None:
         cell.spin = cell.nelectron % 2  # UKS needs a consistent parity; smearing frees the moment
@@ -312,8 +336,15 @@ def run_scf(
     prev_dm = None
     formula = structure.composition.reduced_formula
     for n, att in enumerate(plan, start=1):
-        log.info("%s: SCF attempt %d/%d (%s, kmesh %s, %s)", formula, n, len(plan),
-                 {k: v for k, v in att.items() if k != "restart"}, kmesh_str(kmesh), "UKS" if unrestricted else "RKS")
+        log.info(
+            "%s: SCF attempt %d/%d (%s, kmesh %s, %s)",
+            formula,
+            n,
+            len(plan),
+            {k: v for k, v in att.items() if k != "restart"},
+            kmesh_str(kmesh),
+            "UKS" if unrestricted else "RKS",
+        )
         ta = time.perf_counter()
         try:
             mf = make_scf(cell, kmesh, settings, unrestricted, fix_spin=spin is not None)
@@ -333,15 +364,40 @@ def run_scf(
             mf.kernel(dm0=guess)
             cycles = int(getattr(mf, "cycles", -1))
             ok = bool(mf.converged) and np.isfinite(mf.e_tot)
-            history.append({"attempt": n, "converged": ok, "cycles": cycles, "e_tot": float(mf.e_tot),
-                            "wall_s": time.perf_counter() - ta, "error": None if ok else "not converged"})
-            log.info("%s: attempt %d %s after %d cycles, E = %.8f Ha (%.1f s)", formula, n,
-                     "converged" if ok else "NOT converged", cycles, mf.e_tot, time.perf_counter() - ta)
+            history.append(
+                {
+                    "attempt": n,
+                    "converged": ok,
+                    "cycles": cycles,
+                    "e_tot": float(mf.e_tot),
+                    "wall_s": time.perf_counter() - ta,
+                    "error": None if ok else "not converged",
+                }
+            )
+            log.info(
+                "%s: attempt %d %s after %d cycles, E = %.8f Ha (%.1f s)",
+                formula,
+                n,
+                "converged" if ok else "NOT converged",
+                cycles,
+                mf.e_tot,
+                time.perf_counter() - ta,
+            )
             if ok:
                 return SCFResult(
-                    energy_ha=float(mf.e_tot), converged=True, status="ok", error=None, scf_cycles=cycles,
-                    attempts=n, gap_ev=band_gap_ev(mf), kmesh=kmesh_str(kmesh), wall_s=time.perf_counter() - t0,
-                    max_rss_mb=max_rss_mb(), unrestricted=unrestricted, magnetic_moment=_moment(mf), history=history,
+                    energy_ha=float(mf.e_tot),
+                    converged=True,
+                    status="ok",
+                    error=None,
+                    scf_cycles=cycles,
+                    attempts=n,
+                    gap_ev=band_gap_ev(mf),
+                    kmesh=kmesh_str(kmesh),
+                    wall_s=time.perf_counter() - t0,
+                    max_rss_mb=max_rss_mb(),
+                    unrestricted=unrestricted,
+                    magnetic_moment=_moment(mf),
+                    history=history,
                     dm=mf.make_rdm1(),
                 )
             prev_dm = mf.make_rdm1()
@@ -349,17 +405,35 @@ def run_scf(
             raise
         except Exception as exc:  # PySCF raises many kinds (IndexError in minao, LinAlgError, ...)
             msg = f"{type(exc).__name__}: {exc}"
-            history.append({"attempt": n, "converged": False, "cycles": None, "e_tot": None,
-                            "wall_s": time.perf_counter() - ta, "error": msg})
+            history.append(
+                {
+                    "attempt": n,
+                    "converged": False,
+                    "cycles": None,
+                    "e_tot": None,
+                    "wall_s": time.perf_counter() - ta,
+                    "error": msg,
+                }
+            )
             log.warning("%s: attempt %d raised %s", formula, n, msg)
     reasons = "; ".join(
-        f"attempt {h['attempt']}: {h['error']}" + (f" after {h['cycles']} cycles (E = {h['e_tot']:.8f})" if h["cycles"] else "")
+        f"attempt {h['attempt']}: {h['error']}"
+        + (f" after {h['cycles']} cycles (E = {h['e_tot']:.8f})" if h["cycles"] else "")
         for h in history
     )
     return SCFResult(
-        energy_ha=None, converged=False, status="failed", error=f"SCF failed in all {len(plan)} attempts: {reasons}",
-        scf_cycles=history[-1]["cycles"] if history else None, attempts=len(plan), gap_ev=None, kmesh=kmesh_str(kmesh),
-        wall_s=time.perf_counter() - t0, max_rss_mb=max_rss_mb(), unrestricted=unrestricted, history=history,
+        energy_ha=None,
+        converged=False,
+        status="failed",
+        error=f"SCF failed in all {len(plan)} attempts: {reasons}",
+        scf_cycles=history[-1]["cycles"] if history else None,
+        attempts=len(plan),
+        gap_ev=None,
+        kmesh=kmesh_str(kmesh),
+        wall_s=time.perf_counter() - t0,
+        max_rss_mb=max_rss_mb(),
+        unrestricted=unrestricted,
+        history=history,
     )
 
 

@@ -13,7 +13,6 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,7 +66,9 @@ def _box_structure(symbols: list[str], coords: np.ndarray, box: float) -> Struct
     coords = np.asarray(coords, dtype=float)
     extent = float(np.ptp(coords, axis=0).max()) if len(coords) > 1 else 0.0
     if extent + 4.0 > box:
-        raise ConfigError(f"config key 'label.references.box_ang': box {box} A is too small for a molecule {extent:.2f} A wide")
+        raise ConfigError(
+            f"config key 'label.references.box_ang': box {box} A is too small for a molecule {extent:.2f} A wide"
+        )
     centred = coords - coords.mean(axis=0) + box / 2
     return Structure(Lattice.cubic(box), symbols, centred, coords_are_cartesian=True)
 
@@ -98,7 +99,9 @@ def build_reference(element: str, path: str | os.PathLike[str], box_ang: float) 
             coords = [[float(Fraction(str(c))) for c in xyz] for _, xyz in e["sites"]]  # "1/3" allowed
             conv = Structure.from_spacegroup(e["spacegroup"], lat, species, coords)
             if len(conv) != int(e["natoms"]):
-                raise ConfigError(f"{where}: space group {e['spacegroup']} gives {len(conv)} atoms, the file says natoms {e['natoms']}")
+                raise ConfigError(
+                    f"{where}: space group {e['spacegroup']} gives {len(conv)} atoms, the file says natoms {e['natoms']}"
+                )
             prim = conv.get_primitive_structure()
             return ReferencePhase(element, f"{e['spacegroup']} ({len(prim)} atoms)", prim, False, None)
         if kind == "diatomic":
@@ -110,7 +113,12 @@ def build_reference(element: str, path: str | os.PathLike[str], box_ang: float) 
         if kind == "molecule":
             ring = e["ring"]
             n, r, h = int(ring["n"]), float(ring["radius"]), float(ring["height"])
-            xyz = np.array([[r * math.cos(2 * math.pi * k / n), r * math.sin(2 * math.pi * k / n), h * (-1) ** k] for k in range(n)])
+            xyz = np.array(
+                [
+                    [r * math.cos(2 * math.pi * k / n), r * math.sin(2 * math.pi * k / n), h * (-1) ** k]
+                    for k in range(n)
+                ]
+            )
             s = _box_structure([element] * n, xyz, box_ang)
             return ReferencePhase(element, f"{element}{n} ({box_ang:g} A box)", s, True, int(e.get("spin", 0)))
     except (KeyError, TypeError, ValueError) as exc:

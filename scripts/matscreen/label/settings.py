@@ -26,7 +26,14 @@ from matscreen.provenance import stable_hash
 #: memory cap, cluster resources; the plausibility window acts after the SCF, in gather;
 #: ``competing`` chooses which structures are labeled, not how one is computed. Everything else
 #: goes into the settings hash.
-NON_PHYSICAL_KEYS = ("select", "store", "max_memory_mb", "resources", "formation_energy_window_ev_per_atom", "competing")
+NON_PHYSICAL_KEYS = (
+    "select",
+    "store",
+    "max_memory_mb",
+    "resources",
+    "formation_energy_window_ev_per_atom",
+    "competing",
+)
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,13 @@ def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Non
     copy_file(src, dst)
 
 
-def write_rows(rows: list[dict[str, Any]], path: str | os.PathLike[str], table: tables.Table,
-               settings: LabelSettings, config_hash: str) -> None:
+def write_rows(
+    rows: list[dict[str, Any]],
+    path: str | os.PathLike[str],
+    table: tables.Table,
+    settings: LabelSettings,
+    config_hash: str,
+) -> None:
     """Contract-checked, atomic write of label rows with the label provenance."""
     df = tables.conform(pd.DataFrame(rows, columns=table.column_names), table)
     tables.write_table(df, path, table, provenance("label", physical_settings(settings), config_hash))
@@ -75,14 +80,25 @@ def read_entries(settings: LabelSettings, kind: str, keys: list[str]) -> list[st
     for key in keys:
         p = entry_path(settings, kind, key)
         if not p.is_file():
-            raise FileNotFoundError(f"label store entry {p} of {key} is gone since label-target selection "
-                                    "marked it stored: rerun the workflow (select_label_targets recomputes it)")
+            raise FileNotFoundError(
+                f"label store entry {p} of {key} is gone since label-target selection "
+                "marked it stored: rerun the workflow (select_label_targets recomputes it)"
+            )
         out.append(str(p))
     return out
 
 
-def get_or_compute(settings: LabelSettings, kind: str, key: str, out_path: str | os.PathLike[str], config_hash: str,
-                   *, hit_msg: str, miss_msg: str, compute: Callable[[], dict[str, Any]]) -> bool:
+def get_or_compute(
+    settings: LabelSettings,
+    kind: str,
+    key: str,
+    out_path: str | os.PathLike[str],
+    config_hash: str,
+    *,
+    hit_msg: str,
+    miss_msg: str,
+    compute: Callable[[], dict[str, Any]],
+) -> bool:
     """Write the one-row file of store entry ``<store>/<hash>/<kind>/<key>`` to ``out_path``.
 
     A store hit is copied (atomically), never recomputed; a miss is computed, written to the

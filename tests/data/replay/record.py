@@ -30,9 +30,18 @@ from matscreen.label.settings import as_settings  # noqa: E402
 
 #: tests/test_label.py PYSCF_DIAMOND at the Gamma point, references at kdensity 0.3
 SETTINGS = {
-    "xc": "lda,vwn", "basis": "gth-szv", "pseudo": "gth-pade", "mesh": [17, 17, 17], "precision": 1e-8,
-    "density_fit": "fftdf", "smearing": {"width": 0}, "spin": {"mode": "restricted"}, "conv_tol": 1e-9,
-    "failure_ladder": [], "relax": "none", "kpoints": {"kmesh": [1, 1, 1], "reference_kdensity": 0.3},
+    "xc": "lda,vwn",
+    "basis": "gth-szv",
+    "pseudo": "gth-pade",
+    "mesh": [17, 17, 17],
+    "precision": 1e-8,
+    "density_fit": "fftdf",
+    "smearing": {"width": 0},
+    "spin": {"mode": "restricted"},
+    "conv_tol": 1e-9,
+    "failure_ladder": [],
+    "relax": "none",
+    "kpoints": {"kmesh": [1, 1, 1], "reference_kdensity": 0.3},
 }
 
 
@@ -47,8 +56,10 @@ def cases() -> list[tuple[Structure, list[int]]]:
     lat = Lattice([[0, 1.7834, 1.7834], [1.7834, 0, 1.7834], [1.7834, 1.7834, 0]])
     diamond = Structure(lat, ["C", "C"], [[0, 0, 0], [0.8917, 0.8917, 0.8917]], coords_are_cartesian=True)
     ref = build_reference("C", s.references.file, s.references.box_ang).structure
-    return [(diamond, engine.kmesh_for(diamond, s)),
-            (ref, engine.kmesh_for(ref, s, kdensity=s.kpoints.reference_kdensity))]
+    return [
+        (diamond, engine.kmesh_for(diamond, s)),
+        (ref, engine.kmesh_for(ref, s, kdensity=s.kpoints.reference_kdensity)),
+    ]
 
 
 def main() -> None:
