@@ -9,6 +9,7 @@ import numpy as np
 
 from matscreen import chemistry
 from matscreen import enumerate as en
+from matscreen.config import settings_dict
 from matscreen.families import get_family
 
 
@@ -26,14 +27,15 @@ def _settings(**mixing):
 def _brute_force(settings) -> tuple[int, int]:
     """(all combinations, candidates passing every filter), by looping over every occupancy."""
     fam = get_family("perovskite")
-    f = settings["filters"]
-    cn_x = settings["anion_radius_cn"]
-    d = settings["mixing"]["denominator"]
+    sd = settings_dict(settings)  # plain dicts, independent of the code under test
+    f = sd["filters"]
+    cn_x = sd["anion_radius_cn"]
+    d = sd["mixing"]["denominator"]
     ions = {s.label: en.site_ions(settings, "perovskite", s.label) for s in fam.sites}
 
     def options(label):
         pure = [((ion, Fraction(1)),) for ion in ions[label]]
-        if label not in settings["mixing"]["sites"]["perovskite"]:
+        if label not in sd["mixing"]["sites"]["perovskite"]:
             return pure, []
         mixed = [
             ((a, Fraction(k, d)), (b, Fraction(d - k, d)))
@@ -44,7 +46,7 @@ def _brute_force(settings) -> tuple[int, int]:
 
     total = passing = 0
     opts = {s.label: options(s.label) for s in fam.sites}
-    for mixed_label in [None, *settings["mixing"]["sites"]["perovskite"]]:
+    for mixed_label in [None, *sd["mixing"]["sites"]["perovskite"]]:
         per_site = [opts[s.label][1] if s.label == mixed_label else opts[s.label][0] for s in fam.sites]
         for combo in itertools.product(*per_site):
             total += 1
@@ -98,9 +100,9 @@ def test_mixed_counts_equal_brute_force():
 
 
 def test_mixing_off_leaves_the_default_space_unchanged():
-    on = _settings()
-    off = {**on, "mixing": {**on["mixing"], "enabled": False}}
+    on = settings_dict(_settings())
+    off = en.resolve_settings({**on, "mixing": {**on["mixing"], "enabled": False}})
     cand_off, _ = en.enumerate_family("perovskite", off)
-    cand_pure, _ = en.enumerate_family("perovskite", {**on, "mixing": {**on["mixing"], "sites": {}}})
+    cand_pure, _ = en.enumerate_family("perovskite", en.resolve_settings({**on, "mixing": {**on["mixing"], "sites": {}}}))
     assert cand_off["candidate_id"].tolist() == cand_pure["candidate_id"].tolist()
     assert not cand_off["A_species"].str.contains(":").any()

@@ -170,25 +170,21 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def semantic_check(fn: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
-    """No-op kept while ``label.py`` and ``train.py`` still decorate their checks with it: the
-    checks that run are the explicit list in :func:`check_semantics`. Remove with the last user."""
-    return fn
-
-
 def check_semantics(config: dict[str, Any]) -> None:
     """The config checks a JSON schema cannot express (element symbols, family names, oxidation
     states pymatgen knows, ...), one function per stage; each raises :class:`ConfigError`
     naming the key. Imported here, not at module level: the stage modules import this one."""
     from matscreen import enumerate as enumerate_stage
-    from matscreen import featurize, label, train
+    from matscreen import featurize, train
+    from matscreen.label.checks import check_label_config
 
     SEMANTIC_CHECKS: list[Callable[[dict[str, Any]], None]] = [  # noqa: N806 (a constant list)
         enumerate_stage.check_config,
-        label._check_label_config,
-        label._check_label_names,
+        enumerate_stage.check_mixing,
+        check_label_config,
         featurize.check_config,
-        train._check_train,
+        train.check_train,
+        train.check_screen,
     ]
     for check in SEMANTIC_CHECKS:
         check(config)

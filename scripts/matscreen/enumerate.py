@@ -115,6 +115,16 @@ class EnumerateFilters:
 
 
 @dataclass(frozen=True)
+class MixingSettings:
+    """``enumerate.mixing``: two ions sharing one cation site in fractions k/denominator."""
+
+    enabled: bool
+    denominator: int
+    #: family -> cation sites that may be mixed
+    sites: Mapping[str, Sequence[str]]
+
+
+@dataclass(frozen=True)
 class EnumerateSettings:
     """``enumerate:`` (keys and meanings: ``config/README.md``; defaults: the schema)."""
 
@@ -126,6 +136,7 @@ class EnumerateSettings:
     #: family -> site -> element/ion entries, or None for the shared ``cations`` pool
     sites: Mapping[str, Mapping[str, Sequence[str] | None]]
     filters: EnumerateFilters
+    mixing: MixingSettings
 
 
 def resolve_settings(settings: EnumerateSettings | Mapping[str, Any] | None) -> EnumerateSettings:
@@ -345,16 +356,15 @@ def _build_combos(family: Family, settings: EnumerateSettings) -> Combos:
 # --- mixed sites (enumerate.mixing) ---------------------------------------------------------
 
 
-def mixing_sites(family: Family, settings: Mapping[str, Any]) -> list[str]:
+def mixing_sites(family: Family, settings: EnumerateSettings) -> list[str]:
     """Cation sites of ``family`` that enumerate.mixing mixes (none when mixing is off)."""
-    mix = settings.get("mixing") or {}
-    if not mix.get("enabled") or family.name == "spinel":
+    mix = settings.mixing
+    if not mix.enabled or family.name == "spinel":
         return []
-    return list((mix.get("sites") or {}).get(family.name) or [])
+    return list(mix.sites.get(family.name) or [])
 
 
-@semantic_check
-def _check_mixing(config: dict[str, Any]) -> None:
+def check_mixing(config: dict[str, Any]) -> None:
     mix = (config.get("enumerate") or {}).get("mixing") or {}
     for fam_name, labels in (mix.get("sites") or {}).items():
         if fam_name not in FAMILIES:
@@ -388,7 +398,7 @@ def _mixed_combos(family: Family, settings: Mapping[str, Any]) -> tuple[Combos, 
     product is never built. Every mixing site has two terms (the second inert, fraction 0, in
     rows where it is not mixed), like the spinel's sites.
     """
-    d = int((settings.get("mixing") or {}).get("denominator", 8))
+    d = int(settings.mixing.denominator)
     base = _build_combos(family, settings)
     labels = mixing_sites(family, settings)
     n_raw = len(base)

@@ -33,7 +33,7 @@ from scipy.stats import spearmanr
 
 from matscreen import tables
 from matscreen.atomic import outputs_together, write_text
-from matscreen.config import ConfigError, build_settings, semantic_check, settings_dict
+from matscreen.config import ConfigError, build_settings, settings_dict
 from matscreen.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -138,8 +138,7 @@ def available_targets(external_paths: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
-@semantic_check
-def _check_train(config: dict[str, Any]) -> None:
+def check_train(config: dict[str, Any]) -> None:
     train = config.get("train") or {}
     targets = target_list(train.get("target"))
     if not targets:
@@ -165,8 +164,7 @@ def _check_train(config: dict[str, Any]) -> None:
                           f"available: {', '.join(sorted(avail))}")
 
 
-@semantic_check
-def _check_screen(config: dict[str, Any]) -> None:
+def check_screen(config: dict[str, Any]) -> None:
     """screen.rank_by and screen.filters name targets that a model is trained for."""
     targets = target_list((config.get("train") or {}).get("target"))
     scr = config.get("screen") or {}

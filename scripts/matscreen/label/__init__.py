@@ -45,7 +45,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from matscreen.label.checks import check_label_config
+from matscreen.label.checks import check_label_config  # noqa: F401 (public API)
 
 #: name -> submodule of the re-exported public API
 _EXPORTS = {
@@ -106,16 +106,3 @@ def store_path(settings: Any, kind: str, key: str) -> Any:
     from matscreen.label.store import entry_path
 
     return entry_path(as_settings(settings), kind, key)
-
-
-def _register_until_config_lists_it() -> None:
-    """TODO(issue 10): delete once ``matscreen.config.SEMANTIC_CHECKS`` lists ``check_label_config``
-    explicitly. Until then ``config.check_semantics`` imports this package to collect the checks,
-    so it is registered here, once, and only while config still has the decorator."""
-    config = importlib.import_module("matscreen.config")  # (partly initialised, if it is importing us)
-    register = getattr(config, "semantic_check", None)
-    if register is not None and check_label_config not in getattr(config, "SEMANTIC_CHECKS", []):
-        register(check_label_config)
-
-
-_register_until_config_lists_it()
