@@ -103,6 +103,8 @@ def test_mixing_off_leaves_the_default_space_unchanged():
     on = settings_dict(_settings())
     off = en.resolve_settings({**on, "mixing": {**on["mixing"], "enabled": False}})
     cand_off, _ = en.enumerate_family("perovskite", off)
-    cand_pure, _ = en.enumerate_family("perovskite", en.resolve_settings({**on, "mixing": {**on["mixing"], "sites": {}}}))
+    cand_pure, _ = en.enumerate_family(
+        "perovskite", en.resolve_settings({**on, "mixing": {**on["mixing"], "sites": {}}})
+    )
     assert cand_off["candidate_id"].tolist() == cand_pure["candidate_id"].tolist()
     assert not cand_off["A_species"].str.contains(":").any()
