@@ -58,16 +58,30 @@ def _fake_scf(monkeypatch: pytest.MonkeyPatch, v_min: float, calls: list[float])
     def run_scf(structure, settings, *, kmesh=None, spin=None, unrestricted=None, dm0=None):
         calls.append(float(structure.volume))
         e_ev = birch_murnaghan(np.array([structure.volume]), -100.0, v_min, 1.0, 4.0)[0]
-        return SCFResult(energy_ha=float(e_ev / HARTREE_EV), converged=True, status="ok", error=None, scf_cycles=5,
-                         attempts=1, gap_ev=1.0, kmesh="2x2x2", wall_s=0.1, max_rss_mb=1.0, unrestricted=False,
-                         dm=np.zeros((2, 2)))
+        return SCFResult(
+            energy_ha=float(e_ev / HARTREE_EV),
+            converged=True,
+            status="ok",
+            error=None,
+            scf_cycles=5,
+            attempts=1,
+            gap_ev=1.0,
+            kmesh="2x2x2",
+            wall_s=0.1,
+            max_rss_mb=1.0,
+            unrestricted=False,
+            dm=np.zeros((2, 2)),
+        )
 
     monkeypatch.setattr(label_eos, "run_scf", run_scf)
 
 
 def _cubic(a: float) -> Structure:
-    return Structure(Lattice.cubic(a), ["Sr", "Ti", "O", "O", "O"],
-                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    return Structure(
+        Lattice.cubic(a),
+        ["Sr", "Ti", "O", "O", "O"],
+        [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+    )
 
 
 def test_volume_scan_finds_the_minimum_and_extends_past_the_edge(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,8 +106,20 @@ def test_volume_scan_reuses_the_neighbours_density(monkeypatch: pytest.MonkeyPat
     def run_scf(structure, settings, *, kmesh=None, spin=None, unrestricted=None, dm0=None):
         seen.append(dm0)
         e = 0.01 * (structure.volume - 64.0) ** 2
-        return SCFResult(energy_ha=e, converged=True, status="ok", error=None, scf_cycles=5, attempts=1, gap_ev=1.0,
-                         kmesh="2x2x2", wall_s=0.1, max_rss_mb=1.0, unrestricted=False, dm=np.full((1,), len(seen)))
+        return SCFResult(
+            energy_ha=e,
+            converged=True,
+            status="ok",
+            error=None,
+            scf_cycles=5,
+            attempts=1,
+            gap_ev=1.0,
+            kmesh="2x2x2",
+            wall_s=0.1,
+            max_rss_mb=1.0,
+            unrestricted=False,
+            dm=np.full((1,), len(seen)),
+        )
 
     monkeypatch.setattr(label_eos, "run_scf", run_scf)
     label_eos.volume_scan(_cubic(4.0), label.resolve_settings({"relax": "volume"}))
@@ -103,9 +129,20 @@ def test_volume_scan_reuses_the_neighbours_density(monkeypatch: pytest.MonkeyPat
 def test_volume_scan_with_too_few_converged_points_fails_with_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     def run_scf(structure, settings, **kw):
         ok = structure.volume < 64.5
-        return SCFResult(energy_ha=-1.0 if ok else None, converged=ok, status="ok" if ok else "failed", error=None,
-                         scf_cycles=5, attempts=1, gap_ev=None, kmesh="1x1x1", wall_s=0.1, max_rss_mb=1.0,
-                         unrestricted=False, dm=None)
+        return SCFResult(
+            energy_ha=-1.0 if ok else None,
+            converged=ok,
+            status="ok" if ok else "failed",
+            error=None,
+            scf_cycles=5,
+            attempts=1,
+            gap_ev=None,
+            kmesh="1x1x1",
+            wall_s=0.1,
+            max_rss_mb=1.0,
+            unrestricted=False,
+            dm=None,
+        )
 
     monkeypatch.setattr(label_eos, "run_scf", run_scf)
     vr = label_eos.volume_scan(_cubic(4.0), label.resolve_settings({"relax": "volume"}))
@@ -129,17 +166,34 @@ def _labels(rows: list[tuple[str, str, float, str, str]], shash: str = H) -> pd.
     """(structure_id, formula, energy in eV per formula unit as written, status, origin) -> LABELS-like rows."""
     out = []
     for sid, formula, e_ev, status, origin in rows:
-        out.append({"structure_id": sid, "settings_hash": shash, "formula": formula,
-                    "energy_ha": None if status != "ok" else e_ev / HARTREE_EV, "status": status, "origin": origin,
-                    "prototype": None})
+        out.append(
+            {
+                "structure_id": sid,
+                "settings_hash": shash,
+                "formula": formula,
+                "energy_ha": None if status != "ok" else e_ev / HARTREE_EV,
+                "status": status,
+                "origin": origin,
+                "prototype": None,
+            }
+        )
     return pd.DataFrame(out)
 
 
 def _refs(energies_ev: dict[str, float], shash: str = H, status: dict[str, str] | None = None) -> pd.DataFrame:
     status = status or {}
-    return pd.DataFrame([{"element": el, "settings_hash": shash, "energy_per_atom_ha": e / HARTREE_EV,
-                          "status": status.get(el, "ok"), "error": None if status.get(el, "ok") == "ok" else "SCF failed"}
-                         for el, e in energies_ev.items()])
+    return pd.DataFrame(
+        [
+            {
+                "element": el,
+                "settings_hash": shash,
+                "energy_per_atom_ha": e / HARTREE_EV,
+                "status": status.get(el, "ok"),
+                "error": None if status.get(el, "ok") == "ok" else "SCF failed",
+            }
+            for el, e in energies_ev.items()
+        ]
+    )
 
 
 REFS = {"Sr": -1.0, "Ti": -2.0, "O": -3.0}
@@ -170,7 +224,9 @@ def test_hull_equals_pymatgen_on_hand_made_entries() -> None:
         sto = hull.iloc[0]
         if e_sto == -30.0:
             assert bool(sto["is_stable"])
-            _, e_dec = pd_ref.get_decomp_and_phase_separation_energy(next(x for x in pd_ref.all_entries if x.name == "s-sto"))
+            _, e_dec = pd_ref.get_decomp_and_phase_separation_energy(
+                next(x for x in pd_ref.all_entries if x.name == "s-sto")
+            )
             assert sto["decomposition_energy_ev_per_atom"] == pytest.approx(e_dec) and e_dec < 0
             assert sto["decomposition_energy_ev_per_atom"] == pytest.approx((-30.0 - (-27.0)) / 5)
         else:
@@ -185,7 +241,11 @@ def test_hull_equals_pymatgen_on_hand_made_entries() -> None:
 
 
 def test_failed_competing_phase_leaves_no_hull_and_says_why() -> None:
-    rows = [*SYSTEM[:3], ("s-ana", "Ti1 O2", 0.0, "failed", "competing"), ("s-t2o3", "Ti2 O3", 0.0, "failed", "competing")]
+    rows = [
+        *SYSTEM[:3],
+        ("s-ana", "Ti1 O2", 0.0, "failed", "competing"),
+        ("s-t2o3", "Ti2 O3", 0.0, "failed", "competing"),
+    ]
     hull = label_hull.hull_table(_labels(rows), _refs(REFS))
     sto = hull.iloc[0]
     assert pd.isna(sto["e_above_hull_ev_per_atom"]) and pd.isna(sto["is_stable"])
@@ -208,12 +268,16 @@ def test_other_settings_hash_is_never_mixed_in() -> None:
     refs = pd.concat([_refs(REFS), _refs(REFS, shash="h-other")], ignore_index=True)
     hull = label_hull.hull_table(labels, refs)
     alone = label_hull.hull_table(_labels(SYSTEM), _refs(REFS))
-    assert hull.iloc[: len(SYSTEM)]["e_above_hull_ev_per_atom"].tolist() == pytest.approx(alone["e_above_hull_ev_per_atom"].tolist())
+    assert hull.iloc[: len(SYSTEM)]["e_above_hull_ev_per_atom"].tolist() == pytest.approx(
+        alone["e_above_hull_ev_per_atom"].tolist()
+    )
     with pytest.raises(label_hull.MixedSettingsError, match="levels of theory"):
-        label_hull.phase_diagram([
-            label_hull.Entry("a", Composition("Sr"), -1.0, "h1", "Sr"),
-            label_hull.Entry("b", Composition("SrO"), -5.0, "h2", "SrO"),
-        ])
+        label_hull.phase_diagram(
+            [
+                label_hull.Entry("a", Composition("Sr"), -1.0, "h1", "Sr"),
+                label_hull.Entry("b", Composition("SrO"), -5.0, "h2", "SrO"),
+            ]
+        )
 
 
 def test_gather_writes_hull_columns_and_origin(tmp_path) -> None:
@@ -224,14 +288,29 @@ def test_gather_writes_hull_columns_and_origin(tmp_path) -> None:
     targets = []
     for sid, formula, e, status, origin in SYSTEM:
         row = {c: None for c in tables.LABELS.column_names}
-        row.update(structure_id=sid, settings_hash=shash, formula=formula, energy_ha=e / HARTREE_EV, status=status,
-                   converged=True, nsites=int(Composition(formula).num_atoms))
+        row.update(
+            structure_id=sid,
+            settings_hash=shash,
+            formula=formula,
+            energy_ha=e / HARTREE_EV,
+            status=status,
+            converged=True,
+            nsites=int(Composition(formula).num_atoms),
+        )
         p = tmp_path / f"{sid}.parquet"
         tables.write_table(tables.conform(pd.DataFrame([row]), tables.LABELS), p, tables.LABELS)
         label_paths.append(str(p))
-        targets.append({"structure_id": sid, "origin": origin, "family": "perovskite" if origin == "candidate" else "other",
-                        "formula": formula, "nsites": row["nsites"], "structure": _cubic(4.0).to_json(),
-                        "prototype": "rutile" if sid == "s-rut" else None})
+        targets.append(
+            {
+                "structure_id": sid,
+                "origin": origin,
+                "family": "perovskite" if origin == "candidate" else "other",
+                "formula": formula,
+                "nsites": row["nsites"],
+                "structure": _cubic(4.0).to_json(),
+                "prototype": "rutile" if sid == "s-rut" else None,
+            }
+        )
     ref_paths = []
     for el, e in REFS.items():
         row = {c: None for c in tables.REFERENCES.column_names}
@@ -256,10 +335,13 @@ def test_per_family_sample_is_seeded_stratified_and_capped() -> None:
     from matscreen import targets
     from matscreen.enumerate import enumerate_candidates
 
-    cands, _ = enumerate_candidates({
-        "families": ["perovskite", "spinel"], "cations": ["Li", "Na", "K", "Mg", "Ca", "Sr", "Ba", "Al", "Ti", "Zn", "Ga"],
-        "sites": {"perovskite": {"X": ["O", "F", "Cl"]}, "spinel": {"X": ["O", "S"]}},
-    })
+    cands, _ = enumerate_candidates(
+        {
+            "families": ["perovskite", "spinel"],
+            "cations": ["Li", "Na", "K", "Mg", "Ca", "Sr", "Ba", "Al", "Ti", "Zn", "Ga"],
+            "sites": {"perovskite": {"X": ["O", "F", "Cl"]}, "spinel": {"X": ["O", "S"]}},
+        }
+    )
     select = {"per_family": {"perovskite": 9, "spinel": 6}, "max_per_system": 1}
     label_settings = label.resolve_settings({})
     a = targets.from_candidates(cands, select, label_settings, seed=3)
@@ -310,8 +392,19 @@ def test_export_reference_set_keeps_every_row_and_refuses_mixed_levels(tmp_path)
 
     test_gather_writes_hull_columns_and_origin(tmp_path)  # leaves labels.parquet, refs.parquet, targets.parquet
     out = tmp_path / "shipped"
-    assert main(["export-labels", "--targets", str(tmp_path / "targets.parquet"), "--labels", str(tmp_path / "labels.parquet"),
-                 "--references", str(tmp_path / "refs.parquet"), "-o", str(out)]) in (0, None)
+    assert main(
+        [
+            "export-labels",
+            "--targets",
+            str(tmp_path / "targets.parquet"),
+            "--labels",
+            str(tmp_path / "labels.parquet"),
+            "--references",
+            str(tmp_path / "refs.parquet"),
+            "-o",
+            str(out),
+        ]
+    ) in (0, None)
     compounds = tables.read_table(out / "labels.parquet", tables.REFERENCE_LABELS)
     competing = tables.read_table(out / "competing.parquet", tables.REFERENCE_LABELS)
     assert compounds["structure_id"].tolist() == ["s-sto"] and len(competing) == 4
@@ -348,3 +441,12 @@ def test_volume_scan_of_a_real_cell_ends_at_or_below_every_scanned_point() -> No
     assert vr.result.energy_ha <= min(p["energy_ha"] for p in scanned) + label_eos.FIT_TOLERANCE_HA
     assert min(p["volume_ang3"] for p in scanned) < vr.volume_ang3 < st.volume
     assert 20 < vr.bulk_modulus_gpa < 200  # LiF: about 65 GPa measured; LDA/minimal basis within a factor of 3
+
+
+def test_a_chosen_competing_phase_without_any_label_leaves_no_hull() -> None:
+    """A competing phase the checkpoint chose but nobody computed (a killed or partial run) is missing too."""
+    hull = label_hull.hull_table(_labels(SYSTEM[:3]), _refs(REFS), pd.Series(["Sr1 O1", "Ti1 O2", "Ti2 O3"]))
+    assert pd.isna(hull.iloc[0]["e_above_hull_ev_per_atom"])
+    assert "Ti2O3 (not computed)" in hull.iloc[0]["hull_error"]
+    complete = label_hull.hull_table(_labels(SYSTEM), _refs(REFS), pd.Series(["Sr1 O1", "Ti1 O2", "Ti2 O3"]))
+    assert complete.iloc[0]["e_above_hull_ev_per_atom"] == pytest.approx(0.0)

@@ -44,15 +44,25 @@ def joined(targets: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     return tables.conform(df, tables.REFERENCE_LABELS)[tables.REFERENCE_LABELS.column_names]
 
 
-def statistics(df: pd.DataFrame, refs: pd.DataFrame) -> dict[str, Any]:
-    """Counts per family and status, failures with reasons, CPU time (the wall time of the one-thread jobs)."""
+def statistics(df: pd.DataFrame, refs: pd.DataFrame, targets: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Counts per family and status, failures with reasons, CPU time (the wall time of the one-thread
+    jobs); with ``targets``, how many structures were chosen (a set still being computed has fewer labels)."""
     compounds = df[df["origin"] != "competing"]
+    chosen = (
+        {}
+        if targets is None
+        else {
+            "compounds": int((targets["origin"] != "competing").sum()),
+            "competing": int((targets["origin"] == "competing").sum()),
+        }
+    )
     return {
+        "chosen": chosen,
         "compounds": compounds.groupby(["family", "status"]).size().unstack(fill_value=0),
         "competing": df[df["origin"] == "competing"]["status"].value_counts().to_dict(),
         "references": refs["status"].value_counts().to_dict(),
         "with_hull": int(compounds["e_above_hull_ev_per_atom"].notna().sum()),
-        "stable": int(compounds["is_stable"].fillna(False).astype(bool).sum()),
+        "stable": int(compounds["is_stable"].eq(True).sum()),
         "failed": df.loc[df["status"] != "ok", ["formula", "origin", "status", "error"]],
         "cpu_hours": float(
             pd.to_numeric(df["wall_s"], errors="coerce").sum() + pd.to_numeric(refs["wall_s"], errors="coerce").sum()
@@ -89,7 +99,7 @@ def export(
     if config_path:
         with atomic_path(out / "config.yaml") as tmp:
             shutil.copyfile(config_path, tmp)
-    stats = statistics(df, refs)
+    stats = statistics(df, refs, targets)
     log.info(
         "reference set: %d compounds (%d with a hull), %d competing phases, %d references, %.1f CPU hours -> %s",
         int((~competing).sum()),
@@ -134,6 +144,20 @@ def readme(stats: dict[str, Any], level_of_theory: str) -> str:
         "",
         "## What is here",
         "",
+        *(
+            [
+                f"**Partial:** {int(comp.to_numpy().sum()) if len(comp) else 0} of the {stats['chosen']['compounds']} "
+                f"chosen compounds and {sum(stats['competing'].values())} of the {stats['chosen']['competing']} "
+                "competing phases are labeled so far; the computation goes on (resumable, through the store).",
+                "",
+            ]
+            if stats.get("chosen")
+            and (
+                int(comp.to_numpy().sum()) < stats["chosen"]["compounds"]
+                or sum(stats["competing"].values()) < stats["chosen"]["competing"]
+            )
+            else []
+        ),
         f"- `labels.parquet`: {int(comp.to_numpy().sum()) if len(comp) else 0} compounds, "
         f"{stats['with_hull']} with an energy above the hull ({stats['stable']} on it).",
         f"- `competing.parquet`: {sum(stats['competing'].values())} competing phases ({_counts(stats['competing'])}).",

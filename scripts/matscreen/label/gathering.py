@@ -141,7 +141,8 @@ def gather(
         labels = labels.iloc[order].reset_index(drop=True)
     labels["formation_energy_ev_per_atom"] = formation_energies(labels, refs)
     labels = flag_implausible(labels, s.formation_energy_window_ev_per_atom)
-    hull = hull_table(labels, refs)
+    chosen = None if targets is None else targets.loc[targets["origin"] == "competing", "formula"]
+    hull = hull_table(labels, refs, chosen)
     for col in HULL_COLUMNS:
         labels[col] = hull[col]
     counts = labels["status"].value_counts().to_dict()

@@ -113,11 +113,16 @@ def _phase_label(row: Mapping[str, object]) -> str:
     return f"{formula} ({proto})" if isinstance(proto, str) and proto else formula
 
 
-def hull_table(labels: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
+def hull_table(
+    labels: pd.DataFrame, references: pd.DataFrame, chosen_competing: pd.Series | None = None
+) -> pd.DataFrame:
     """The hull columns (index of ``labels``) for every label row, one hull per (settings hash, system).
 
     ``labels`` needs structure_id, settings_hash, formula, energy_ha, status, origin and
     prototype; ``references`` element, settings_hash, energy_per_atom_ha, status, error.
+    ``chosen_competing`` (formulas of the competing phases the checkpoint chose, from the targets
+    table) makes a phase that has no label row at all count as missing ("not computed"); without
+    it, the competing rows of ``labels`` are the ones required.
     """
     out = pd.DataFrame({c: pd.Series([None] * len(labels), index=labels.index, dtype=object) for c in HULL_COLUMNS})
     if labels.empty:
@@ -137,7 +142,8 @@ def hull_table(labels: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
             for _, r in ok.iterrows()
         ]
         competing = group[group["origin"] == "competing"]
-        need_formula = {Composition(str(f)).reduced_formula for f in competing["formula"]}
+        chosen = competing["formula"] if chosen_competing is None else chosen_competing
+        need_formula = {Composition(str(f)).reduced_formula for f in chosen}
         ok_formula = {Composition(str(f)).reduced_formula for f in ok.loc[ok["origin"] == "competing", "formula"]}
 
         @lru_cache(maxsize=None)
@@ -166,7 +172,7 @@ def hull_table(labels: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
                             ]
                         )
                     )
-                    missing.append(f"{f} ({'/'.join(states)})")
+                    missing.append(f"{f} ({'/'.join(states) or 'not computed'})")
             if missing:
                 return None, {}, "competing phases not labeled ok: " + ", ".join(missing)
             members = [e for e in compounds if frozenset(el.symbol for el in e.composition.elements) <= system]
