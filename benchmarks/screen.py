@@ -34,8 +34,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-COLUMNS = ["candidate_id", "family", "formula", "A_species", "B_species", "B2_species", "C_species", "D_species",
-           "X_species"]
+COLUMNS = [
+    "candidate_id",
+    "family",
+    "formula",
+    "A_species",
+    "B_species",
+    "B2_species",
+    "C_species",
+    "D_species",
+    "X_species",
+]
 
 
 def setup(args: argparse.Namespace, folder: Path) -> None:
@@ -57,25 +66,38 @@ def setup(args: argparse.Namespace, folder: Path) -> None:
     cand = cand.sample(frac=1.0, random_state=0).head(args.rows).reset_index(drop=True)
     per = -(-len(cand) // args.shards)
     for k in range(args.shards):
-        cand.iloc[k * per:(k + 1) * per].to_parquet(folder / f"cand-{k}.parquet")
+        cand.iloc[k * per : (k + 1) * per].to_parquet(folder / f"cand-{k}.parquet")
     # the default ensemble, trained on 2,000 candidates with a synthetic, learnable target
     sample = cand.sample(2000, random_state=3).reset_index(drop=True).rename(columns={"candidate_id": "structure_id"})
     feats = featurize.featurize_frame(sample, "structure_id", featurize.resolve_settings({}))
     rng = np.random.default_rng(0)
     cols = train.feature_columns(feats)
-    y = np.nan_to_num(feats[cols[:3]].to_numpy(np.float64)) @ rng.normal(size=3) * 1e-3 + 0.05 * rng.normal(size=len(feats))
-    labels = pd.DataFrame({"structure_id": sample["structure_id"], "formula": sample["formula"], "status": "ok",
-                           "e_above_hull_ev_per_atom": y})
+    y = np.nan_to_num(feats[cols[:3]].to_numpy(np.float64)) @ rng.normal(size=3) * 1e-3 + 0.05 * rng.normal(
+        size=len(feats)
+    )
+    labels = pd.DataFrame(
+        {
+            "structure_id": sample["structure_id"],
+            "formula": sample["formula"],
+            "status": "ok",
+            "e_above_hull_ev_per_atom": y,
+        }
+    )
     t1 = time.perf_counter()
     s = train.settings({"learning_curve": {"enabled": False}})
     data = train.training_frame(feats, labels, "e_above_hull_ev_per_atom")
-    boosters, params = train.fit_model(data[cols], data["e_above_hull_ev_per_atom"].to_numpy(), np.arange(len(data)), s, 1)
+    boosters, params = train.fit_model(
+        data[cols], data["e_above_hull_ev_per_atom"].to_numpy(), np.arange(len(data)), s, 1
+    )
     models = {"e_above_hull_ev_per_atom": train.Ensemble(cols, "e_above_hull_ev_per_atom", boosters, {}, 1.3, params)}
     (folder / "model.json").write_text(train.models_to_json(models))
-    print(f"setup: enumerated {n_enum:,} candidates with mixed sites (denominator {args.denominator}) in {t_enum:.1f} s; "
-          f"{len(cand):,} candidates in {args.shards} shards ({max(0, args.rows - n_enum):,} synthetic); "
-          f"default ensemble ({len(boosters)} boosters x {s.num_boost_round} rounds, {len(cols)} features) "
-          f"trained in {time.perf_counter() - t1:.1f} s", flush=True)
+    print(
+        f"setup: enumerated {n_enum:,} candidates with mixed sites (denominator {args.denominator}) in {t_enum:.1f} s; "
+        f"{len(cand):,} candidates in {args.shards} shards ({max(0, args.rows - n_enum):,} synthetic); "
+        f"default ensemble ({len(boosters)} boosters x {s.num_boost_round} rounds, {len(cols)} features) "
+        f"trained in {time.perf_counter() - t1:.1f} s",
+        flush=True,
+    )
 
 
 def timed(args: argparse.Namespace, folder: Path) -> None:
@@ -110,7 +132,11 @@ def timed(args: argparse.Namespace, folder: Path) -> None:
     t["rank"] = time.perf_counter() - a
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rows": n, "wall_s": round(wall, 1), "peak_rss_mb": round(peak), **{k: round(v, 1) for k, v in t.items()}}))
+    print(
+        json.dumps(
+            {"rows": n, "wall_s": round(wall, 1), "peak_rss_mb": round(peak), **{k: round(v, 1) for k, v in t.items()}}
+        )
+    )
 
 
 def main() -> None:
@@ -126,14 +152,28 @@ def main() -> None:
         (setup if args.child == "setup" else timed)(args, Path(args.folder))
         return
     with tempfile.TemporaryDirectory() as folder:
-        base = [sys.executable, __file__, "--rows", str(args.rows), "--shards", str(args.shards), "--threads",
-                str(args.threads), "--denominator", str(args.denominator), "--folder", folder]
+        base = [
+            sys.executable,
+            __file__,
+            "--rows",
+            str(args.rows),
+            "--shards",
+            str(args.shards),
+            "--threads",
+            str(args.threads),
+            "--denominator",
+            str(args.denominator),
+            "--folder",
+            folder,
+        ]
         subprocess.run([*base, "--child", "setup"], check=True)
         out = subprocess.run([*base, "--child", "timed"], check=True, capture_output=True, text=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"screened {r['rows']:,} candidates (featurize + predict with the default ensemble + rank) in "
-              f"{r['wall_s']} s, peak RSS {r['peak_rss_mb']} MB; read {r['read']} s, featurize {r['featurize']} s, "
-              f"predict {r['predict']} s ({args.threads} threads), write {r['write']} s, rank {r['rank']} s")
+        print(
+            f"screened {r['rows']:,} candidates (featurize + predict with the default ensemble + rank) in "
+            f"{r['wall_s']} s, peak RSS {r['peak_rss_mb']} MB; read {r['read']} s, featurize {r['featurize']} s, "
+            f"predict {r['predict']} s ({args.threads} threads), write {r['write']} s, rank {r['rank']} s"
+        )
 
 
 if __name__ == "__main__":

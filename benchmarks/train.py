@@ -50,15 +50,19 @@ def compare(name: str, feats: pd.DataFrame, labels: pd.DataFrame, target: str, s
     t0 = time.perf_counter()
     for k in np.unique(cv.folds):
         te = cv.folds == k
-        base[te] = lgb.LGBMRegressor(verbose=-1, n_jobs=1).fit(data.loc[~te, magpie], y[~te]).predict(data.loc[te, magpie])
+        base[te] = (
+            lgb.LGBMRegressor(verbose=-1, n_jobs=1).fit(data.loc[~te, magpie], y[~te]).predict(data.loc[te, magpie])
+        )
     t_base = time.perf_counter() - t0
     m = train.pooled_metrics(cv.metrics).set_index("metric")["value"]
     mae_base = float(np.mean(np.abs(base - y)))
     print(f"{name}: {len(y)} rows, {len(np.unique(cv.folds))} folds grouped by {s.cv_groups}")
     print(f"  baseline (magpie, {len(magpie)} features, LGBMRegressor defaults): MAE {mae_base:.4f} ({t_base:.1f} s)")
-    print(f"  matscreen default ({len(cols)} features, ensemble of {s.ensemble_size}): MAE {m['mae']:.4f}, "
-          f"R2 {m['r2']:.3f}, 1-sigma coverage {m['coverage_1sigma']:.2f} raw -> "
-          f"{m['coverage_1sigma_calibrated']:.2f} calibrated (factor {m['calibration_factor']:.2f}) ({t_model:.1f} s)")
+    print(
+        f"  matscreen default ({len(cols)} features, ensemble of {s.ensemble_size}): MAE {m['mae']:.4f}, "
+        f"R2 {m['r2']:.3f}, 1-sigma coverage {m['coverage_1sigma']:.2f} raw -> "
+        f"{m['coverage_1sigma_calibrated']:.2f} calibrated (factor {m['calibration_factor']:.2f}) ({t_model:.1f} s)"
+    )
     print(f"  ratio model/baseline: {m['mae'] / mae_base:.3f}")
 
 
@@ -66,7 +70,9 @@ def synthetic(rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     from matscreen import enumerate as en
 
     cand, _ = en.enumerate_candidates({})
-    sample = cand.sample(rows, random_state=seed).reset_index(drop=True).rename(columns={"candidate_id": "structure_id"})
+    sample = (
+        cand.sample(rows, random_state=seed).reset_index(drop=True).rename(columns={"candidate_id": "structure_id"})
+    )
     feats = featurize.featurize_frame(sample, "structure_id", featurize.resolve_settings({}))
     rng = np.random.default_rng(seed)
     t = sample["tolerance_factor"].fillna(0.95).to_numpy()
@@ -74,8 +80,14 @@ def synthetic(rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     z = feats["MagpieData_mean_Number"].to_numpy()
     fam = sample["family"].map({"perovskite": 0.0, "double_perovskite": 0.05, "spinel": 0.1, "garnet": 0.15}).to_numpy()
     y = 2.0 * (t - 0.95) ** 2 + 0.05 * np.abs(dchi - 2.0) + 0.002 * (z - 20) + fam + 0.03 * rng.normal(size=rows)
-    labels = pd.DataFrame({"structure_id": sample["structure_id"], "formula": sample["formula"], "status": "ok",
-                           "e_above_hull_ev_per_atom": y})
+    labels = pd.DataFrame(
+        {
+            "structure_id": sample["structure_id"],
+            "formula": sample["formula"],
+            "status": "ok",
+            "e_above_hull_ev_per_atom": y,
+        }
+    )
     return feats, labels
 
 
