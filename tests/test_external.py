@@ -64,6 +64,7 @@ def test_workflow_trains_on_external_labels(tmp_path_factory):
     shutil.copy(CSV, work / "my labels.csv")
     cfg = read_config(work)
     cfg["train"]["external_labels"] = ["my labels.csv"]
+    cfg["train"]["target"] = "formation_energy_ev_per_atom"  # the column the table has
     write_config(work, cfg)
     res = snakemake(work)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]

@@ -29,6 +29,7 @@ def test_shipped_tables_pass_their_contracts_with_unique_rebuildable_ids() -> No
     competing = tables.read_table(SHIPPED / "competing.parquet", tables.REFERENCE_LABELS)
     refs = tables.read_table(SHIPPED / "references.parquet", tables.REFERENCES)
     assert len(compounds)  # competing phases and references may still be empty while the set is computed
+    assert refs["element"].is_unique
     both = [*compounds.itertuples(), *competing.itertuples()]
     ids = [r.structure_id for r in both]
     assert len(ids) == len(set(ids))

@@ -450,3 +450,17 @@ def test_a_chosen_competing_phase_without_any_label_leaves_no_hull() -> None:
     assert "Ti2O3 (not computed)" in hull.iloc[0]["hull_error"]
     complete = label_hull.hull_table(_labels(SYSTEM), _refs(REFS), pd.Series(["Sr1 O1", "Ti1 O2", "Ti2 O3"]))
     assert complete.iloc[0]["e_above_hull_ev_per_atom"] == pytest.approx(0.0)
+
+
+def test_no_hull_without_competing_phases(tmp_path) -> None:
+    """With label.competing.enabled false, a hull of compounds and elements alone would look complete: none is made."""
+    test_gather_writes_hull_columns_and_origin(tmp_path)
+    s = label.resolve_settings({"formation_energy_window_ev_per_atom": [-50, 50], "competing": {"enabled": False}})
+    paths = sorted(str(p) for p in tmp_path.glob("s-*.parquet"))
+    refs = sorted(str(p) for p in tmp_path.glob("ref-*.parquet"))
+    out = tmp_path / "no-hull.parquet"
+    label.gather(paths, refs, str(out), str(tmp_path / "r2.parquet"), s, targets_path=str(tmp_path / "targets.parquet"))
+    got = tables.read_table(out, tables.LABELS)
+    assert got["e_above_hull_ev_per_atom"].isna().all()
+    assert got["hull_error"].str.contains("label.competing.enabled").all()
+    assert got["formation_energy_ev_per_atom"].notna().all()

@@ -141,10 +141,15 @@ def gather(
         labels = labels.iloc[order].reset_index(drop=True)
     labels["formation_energy_ev_per_atom"] = formation_energies(labels, refs)
     labels = flag_implausible(labels, s.formation_energy_window_ev_per_atom)
-    chosen = None if targets is None else targets.loc[targets["origin"] == "competing", "formula"]
-    hull = hull_table(labels, refs, chosen)
-    for col in HULL_COLUMNS:
-        labels[col] = hull[col]
+    if s.competing.enabled:
+        chosen = None if targets is None else targets.loc[targets["origin"] == "competing", "formula"]
+        hull = hull_table(labels, refs, chosen)
+        for col in HULL_COLUMNS:
+            labels[col] = hull[col]
+    else:  # a hull of the labeled compounds and the elements alone would look complete and be wrong
+        for col in HULL_COLUMNS:
+            labels[col] = None
+        labels["hull_error"] = "no competing phases (label.competing.enabled is false): no hull"
     counts = labels["status"].value_counts().to_dict()
     log.info(
         "gathered %d labels %s (%d from the store), %d references, %d formation energies, %d energies above hull",
