@@ -55,7 +55,6 @@ from matscreen import history, label, tables
 pytestmark = pytest.mark.slow
 
 
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     return baseline_run(tmp_path_factory)
@@ -151,8 +150,15 @@ def killed(tmp_path_factory, base):
 
 
 def test_every_kill_point_was_reached_while_running(killed):
-    assert killed["events"] == {"PySCF": True, "nothing stored": True, "lock left behind": True, "label SCF": True,
-                                "label job found": True, "train": True, "report": True}
+    assert killed["events"] == {
+        "PySCF": True,
+        "nothing stored": True,
+        "lock left behind": True,
+        "label SCF": True,
+        "label job found": True,
+        "train": True,
+        "report": True,
+    }
 
 
 def test_killed_label_job_was_retried_with_more_memory(killed):
@@ -176,7 +182,9 @@ def test_killed_job_is_named_with_its_likely_cause(killed):
 def test_resumed_run_equals_uninterrupted_run(killed, base):
     work = killed["work"]
     assert_same_results(base, work)
-    pd.testing.assert_frame_equal(pd.read_csv(base / "results/screen/top.csv"), pd.read_csv(work / "results/screen/top.csv"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(base / "results/screen/top.csv"), pd.read_csv(work / "results/screen/top.csv")
+    )
     assert (base / "results/train/model.json").read_bytes() == (work / "results/train/model.json").read_bytes()
 
 
@@ -235,12 +243,19 @@ def test_job_over_its_memory_ends_in_a_clear_recorded_failure(out_of_memory, bas
     work, rc, out, kills, retries, sid = out_of_memory
     assert rc != 0 and kills == retries + 1
     assert out.count("died with <Signals.SIGKILL: 9>") == retries + 1
-    mems = [int(m) for m in re.findall(r"output: results/label/structures/" + sid + r"\.parquet\n(?:.*\n){1,6}?\s+resources:.*?mem_mb=(\d+)", out)]
+    mems = [
+        int(m)
+        for m in re.findall(
+            r"output: results/label/structures/" + sid + r"\.parquet\n(?:.*\n){1,6}?\s+resources:.*?mem_mb=(\d+)", out
+        )
+    ]
     assert len(mems) == retries + 1 and mems == sorted(mems) and mems[-1] > mems[0], mems
     recorded = sorted((work / "results/history").glob("failed-*.json"))
     assert len(recorded) == 1, "the workflow's onerror handler recorded the failed run"
     rec = json.loads(recorded[0].read_text())
-    assert [(j["rule"], j["log"]) for j in rec["failed_jobs"]] == [("label_structure", f"logs/label/structures/{sid}.log")]
+    assert [(j["rule"], j["log"]) for j in rec["failed_jobs"]] == [
+        ("label_structure", f"logs/label/structures/{sid}.log")
+    ]
     assert "OOM killer" in rec["failed_jobs"][0]["cause"] and len(rec["retried_jobs"]) == retries
     # Nothing else was touched: the other labels, the gathered table and the store are as before.
     assert (work / "results/label/labels.parquet").read_bytes() == (base / "results/label/labels.parquet").read_bytes()
@@ -278,15 +293,17 @@ def test_failed_scf_is_recorded_and_the_run_goes_on(failing, base):
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-8000:]
     s = tables.read_table(work / "results/ingest/structures.parquet", tables.STRUCTURES)
     new_id = s.loc[s["source"].str.endswith("BaTiO3 cubic.vasp"), "structure_id"].iloc[0]
-    assert computed_in_logs(work, since=started) == {"structures": [new_id], "references": []}
+    assert computed_in_logs(work, since=started) == {"structures": [new_id], "competing": [], "references": []}
     labels = tables.read_table(work / "results/label/labels.parquet", tables.LABELS).set_index("structure_id")
     row = labels.loc[new_id]
     assert row["status"] == "failed" and not row["converged"] and pd.isna(row["energy_ha"])
     assert "SCF failed in all 1 attempts" in row["error"] and "not converged" in row["error"]
     # The good labels are kept and used: same rows as the baseline, the model trained on the same ones.
     old = tables.read_table(base / "results/label/labels.parquet", tables.LABELS).set_index("structure_id")
-    pd.testing.assert_frame_equal(labels.loc[old.index, ["status", "energy_ha", "formation_energy_ev_per_atom"]],
-                                  old[["status", "energy_ha", "formation_energy_ev_per_atom"]])
+    pd.testing.assert_frame_equal(
+        labels.loc[old.index, ["status", "energy_ha", "formation_energy_ev_per_atom"]],
+        old[["status", "energy_ha", "formation_energy_ev_per_atom"]],
+    )
 
     def n_used(work: Path) -> float:
         m = tables.read_table(work / "results/train/cv_metrics.parquet", tables.CV_METRICS)
@@ -350,16 +367,20 @@ def test_failed_run_is_recorded_in_the_history(corrupt):
     assert any(CORRUPT_MESSAGE in line for line in jobs["select_label_targets"]["log_tail"])
     # The next report lists it.
     previous = history.load_history(folder)[-1]
-    text = history.changes_markdown(history.diff(previous, previous), previous, folder,
-                                    history.failures_since(folder, previous["recorded_at"]))
+    text = history.changes_markdown(
+        history.diff(previous, previous), previous, folder, history.failures_since(folder, previous["recorded_at"])
+    )
     assert "1 failed run(s)" in text and "logs/featurize/candidates-0.log" in text
 
 
 def test_corrupt_shard_keeps_every_other_result(corrupt, base):
     work, _, before = corrupt
     kept = [p for p, data in before.items() if p.exists() and p.read_bytes() == data]
-    for rel in ("results/featurize/candidates/part-1.parquet", "results/label/labels.parquet",
-                "results/enumerate/candidates/part-1.parquet"):
+    for rel in (
+        "results/featurize/candidates/part-1.parquet",
+        "results/label/labels.parquet",
+        "results/enumerate/candidates/part-1.parquet",
+    ):
         assert work / rel in kept, rel
     assert store_entries(work) == store_entries(base)
 
@@ -397,7 +418,9 @@ def test_two_independent_runs_give_identical_tables(tmp_path_factory, base):
     work = make_workdir(tmp_path_factory.mktemp("again"))
     res = snakemake(work)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-8000:]
-    assert len(computed_in_logs(work)["structures"]) == len(
-        tables.read_table(base / "results/label/labels.parquet", tables.LABELS))
+    computed = computed_in_logs(work)
+    assert len(computed["structures"]) + len(computed["competing"]) == len(
+        tables.read_table(base / "results/label/labels.parquet", tables.LABELS)
+    )
     assert_same_results(base, work)
     assert (base / "results/train/model.json").read_bytes() == (work / "results/train/model.json").read_bytes()

@@ -280,7 +280,8 @@ def test_srtio3_formation_energy_negative(tmp_path: Path) -> None:
     Experiment: about -3.47 eV/atom; this minimal-basis LDA recipe gives about -3.7."""
     src = tmp_path / "SrTiO3.json"
     srtio3().to(filename=str(src))
-    settings = {"kpoints": {"reference_kdensity": 1.0}, "store": str(tmp_path / "store")}
+    # competing phases off: this test is about the formation energy (tests/test_stability.py has the hull)
+    settings = {"kpoints": {"reference_kdensity": 1.0}, "store": str(tmp_path / "store"), "competing": {"enabled": False}}
     label.label_files([str(src)], str(tmp_path / "labels.parquet"), settings)
     row = tables.read_table(tmp_path / "labels.parquet", tables.LABELS).iloc[0]
     refs = tables.read_table(label.references_path_for(tmp_path / "labels.parquet"), tables.REFERENCES)
@@ -327,7 +328,8 @@ def test_mgal2o4_formation_energy_negative(tmp_path: Path) -> None:
                                        [[0.125, 0.125, 0.125], [0.5, 0.5, 0.5], [0.2624, 0.2624, 0.2624]]).get_primitive_structure()
     src = tmp_path / "MgAl2O4.json"
     spinel.to(filename=str(src))
-    settings = {"kpoints": {"kmesh": [1, 1, 1], "reference_kdensity": 1.0}, "store": str(tmp_path / "store")}
+    settings = {"kpoints": {"kmesh": [1, 1, 1], "reference_kdensity": 1.0}, "store": str(tmp_path / "store"),
+                "competing": {"enabled": False}}
     label.label_files([str(src)], str(tmp_path / "labels.parquet"), settings)
     row = tables.read_table(tmp_path / "labels.parquet", tables.LABELS).iloc[0]
     assert row["status"] == "ok" and row["nsites"] == 14 and row["formula"] == "Mg2 Al4 O8"

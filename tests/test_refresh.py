@@ -209,7 +209,7 @@ def test_exactly_one_new_pyscf_calculation(refreshed):
     new_id = _new_id(work)
     added = store_entries(work) - before
     assert [Path(p).parent.name + "/" + Path(p).stem for p in added] == [f"structures/{new_id}"]
-    assert computed_in_logs(work, since=started) == {"structures": [new_id], "references": []}
+    assert computed_in_logs(work, since=started) == {"structures": [new_id], "competing": [], "references": []}
     labels = tables.read_table(work / "results/label/labels.parquet", tables.LABELS)
     old = tables.read_table(base / "results/label/labels.parquet", tables.LABELS)
     # the checkpoint found every earlier label (and every reference) in the store: they are no jobs,

@@ -52,9 +52,22 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1200, cores: int = 2) ->
     """Run the repository's Snakefile in ``workdir`` with ``workdir/config.yaml``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile", str(workdir / "config.yaml"),
-         "--cores", str(cores), *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        [
+            SNAKEMAKE,
+            "-s",
+            str(ROOT / "Snakefile"),
+            "-d",
+            str(workdir),
+            "--configfile",
+            str(workdir / "config.yaml"),
+            "--cores",
+            str(cores),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -139,8 +152,12 @@ def computed_in_logs(work: Path, since: float = 0.0) -> dict[str, list[str]]:
     a hit; Snakemake removes a job's log before running it, so a log describes the job's latest
     run, and ``since`` (a ``time.time()``) leaves out jobs that did not run again.
     """
-    out: dict[str, list[str]] = {"structures": [], "references": []}
-    for kind, marker in (("structures", "computing label"), ("references", "computing reference")):
+    out: dict[str, list[str]] = {"structures": [], "competing": [], "references": []}
+    for kind, marker in (
+        ("structures", "computing label"),
+        ("competing", "computing label"),
+        ("references", "computing reference"),
+    ):
         for log in sorted((work / "logs" / "label" / kind).glob("*.log")):
             if log.stat().st_mtime >= since and marker in log.read_text(errors="replace"):
                 out[kind].append(log.stem)
@@ -152,9 +169,22 @@ def start_snakemake(workdir: Path, *args: str, out: Path, cores: int = 2) -> sub
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     fh = open(out, "a")  # noqa: SIM115 - closed by the child's exit; the test reads the file
     return subprocess.Popen(
-        [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile", str(workdir / "config.yaml"),
-         "--cores", str(cores), *args],
-        stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        [
+            SNAKEMAKE,
+            "-s",
+            str(ROOT / "Snakefile"),
+            "-d",
+            str(workdir),
+            "--configfile",
+            str(workdir / "config.yaml"),
+            "--cores",
+            str(cores),
+            *args,
+        ],
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
     )
 
 
@@ -204,11 +234,21 @@ def session_processes(proc: subprocess.Popen, needle: str, open_file: Path | Non
 
 #: Result tables compared between runs (path under results/).
 RESULT_TABLES = (
-    "ingest/structures.parquet", "ingest/rejects.parquet", "enumerate/candidates/part-0.parquet",
-    "enumerate/candidates/part-1.parquet", "enumerate/funnel.parquet", "label/targets.parquet",
-    "label/labels.parquet", "label/references.parquet", "featurize/labeled.parquet",
-    "featurize/candidates/part-0.parquet", "featurize/candidates/part-1.parquet", "train/cv_metrics.parquet",
-    "train/oof_predictions.parquet", "screen/ranked.parquet", "screen/next_to_label.parquet",
+    "ingest/structures.parquet",
+    "ingest/rejects.parquet",
+    "enumerate/candidates/part-0.parquet",
+    "enumerate/candidates/part-1.parquet",
+    "enumerate/funnel.parquet",
+    "label/targets.parquet",
+    "label/labels.parquet",
+    "label/references.parquet",
+    "featurize/labeled.parquet",
+    "featurize/candidates/part-0.parquet",
+    "featurize/candidates/part-1.parquet",
+    "train/cv_metrics.parquet",
+    "train/oof_predictions.parquet",
+    "screen/ranked.parquet",
+    "screen/next_to_label.parquet",
 )
 
 
@@ -223,8 +263,9 @@ def table_content(path: Path, workdir: Path | None = None) -> pd.DataFrame:
 def assert_same_results(a: Path, b: Path) -> None:
     """The result tables of two workdirs have equal content."""
     for rel in RESULT_TABLES:
-        pd.testing.assert_frame_equal(table_content(a / "results" / rel, a), table_content(b / "results" / rel, b),
-                                      obj=rel)
+        pd.testing.assert_frame_equal(
+            table_content(a / "results" / rel, a), table_content(b / "results" / rel, b), obj=rel
+        )
 
 
 #: Runs Snakemake's command line in this process and reports at exit which heavy packages the
@@ -239,13 +280,30 @@ sys.exit(main())
 """
 
 
-def snakemake_controller_imports(workdir: Path, *args: str, timeout: int = 600) -> tuple[subprocess.CompletedProcess, dict[str, bool]]:
+def snakemake_controller_imports(
+    workdir: Path, *args: str, timeout: int = 600
+) -> tuple[subprocess.CompletedProcess, dict[str, bool]]:
     """Like :func:`snakemake`, and which of PySCF and pymatgen the Snakemake controller imported."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(
-        [sys.executable, "-c", _CONTROLLER_IMPORTS, "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
-         "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        [
+            sys.executable,
+            "-c",
+            _CONTROLLER_IMPORTS,
+            "-s",
+            str(ROOT / "Snakefile"),
+            "-d",
+            str(workdir),
+            "--configfile",
+            str(workdir / "config.yaml"),
+            "--cores",
+            "2",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
     line = [ln for ln in res.stderr.splitlines() if ln.startswith("CONTROLLER_IMPORTS ")][-1]
     flags = dict(kv.split("=") for kv in line.split()[1:])
