@@ -75,7 +75,9 @@ def phase_diagram(entries: Iterable[Entry]) -> tuple[PhaseDiagram, dict[str, PDE
 def _fmt_decomp(decomp: Mapping[PDEntry, float] | None) -> str | None:
     if not decomp:
         return None
-    parts = sorted(((e.name, float(f)) for e, f in decomp.items() if f > 1e-9), key=lambda x: (-x[1], x[0]))
+    # fractions rounded before sorting: equal fractions come out of the LP a few ulp apart, and ties
+    # must fall back on the name, or two identical runs write the products in different orders
+    parts = sorted(((e.name, round(float(f), 6)) for e, f in decomp.items() if f > 1e-9), key=lambda x: (-x[1], x[0]))
     return " ".join(f"{n}:{f:.3f}" for n, f in parts)
 
 
