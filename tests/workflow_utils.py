@@ -48,22 +48,27 @@ direct
 VOLATILE_COLUMNS = {"wall_s", "max_rss_mb", "stored"}
 
 
+def _argv(workdir: Path, args: tuple[str, ...], cores: int) -> list[str]:
+    """The repository's Snakefile run in ``workdir`` with ``workdir/config.yaml``."""
+    return [
+        SNAKEMAKE,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        str(cores),
+        *args,
+    ]
+
+
 def snakemake(workdir: Path, *args: str, timeout: int = 1200, cores: int = 2) -> subprocess.CompletedProcess:
     """Run the repository's Snakefile in ``workdir`` with ``workdir/config.yaml``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [
-            SNAKEMAKE,
-            "-s",
-            str(ROOT / "Snakefile"),
-            "-d",
-            str(workdir),
-            "--configfile",
-            str(workdir / "config.yaml"),
-            "--cores",
-            str(cores),
-            *args,
-        ],
+        _argv(workdir, args, cores),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -169,18 +174,7 @@ def start_snakemake(workdir: Path, *args: str, out: Path, cores: int = 2) -> sub
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     fh = open(out, "a")  # noqa: SIM115 - closed by the child's exit; the test reads the file
     return subprocess.Popen(
-        [
-            SNAKEMAKE,
-            "-s",
-            str(ROOT / "Snakefile"),
-            "-d",
-            str(workdir),
-            "--configfile",
-            str(workdir / "config.yaml"),
-            "--cores",
-            str(cores),
-            *args,
-        ],
+        _argv(workdir, args, cores),
         stdout=fh,
         stderr=subprocess.STDOUT,
         env=env,
