@@ -24,9 +24,12 @@ STATE = Path("/run/matscreen-slurm/pids")
 
 
 def _recorded() -> list[tuple[str, int]]:
+    """The "name pid" lines of start-local-slurm.sh; a line without a pid names no daemon this test
+    could stop, so it is skipped (as stop-local-slurm.sh skips it)."""
     if not STATE.exists():
         return []
-    return [(n, int(p)) for n, p in (line.split() for line in STATE.read_text().splitlines() if line.strip())]
+    fields = (line.split() for line in STATE.read_text().splitlines())
+    return [(f[0], int(f[1])) for f in fields if len(f) == 2 and f[1].isdigit()]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,14 @@ PIDS="$STATE_DIR/pids"
 say() { echo "[start-local-slurm] $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+record() {  # name pidfile: append "name pid" to $PIDS once the daemon has written its pid
+    local end=$((SECONDS + 15)) pid=""
+    until [[ "$pid" =~ ^[0-9]+$ ]]; do   # a daemon may truncate and rewrite its pid file after forking
+        [ "$SECONDS" -lt "$end" ] || die "$1 wrote no pid to $2"
+        sleep 0.2; pid="$(cat "$2" 2>/dev/null || true)"
+    done
+    echo "$1 $pid" >> "$PIDS"
+}
 wait_until() {  # seconds what cmd...
     local end=$((SECONDS + $1)) what=$2; shift 2
     until "$@" >/dev/null 2>&1; do
@@ -50,7 +58,7 @@ install -d -o munge -g munge -m 0755 /run/munge
 if ! (munge -n | unmunge) >/dev/null 2>&1; then
     runuser -u munge -- /usr/sbin/munged --force   # --force: a killed munged leaves a stale socket
     wait_until 15 munged sh -c 'munge -n | unmunge'
-    echo "munged $(cat /run/munge/munged.pid)" >> "$PIDS"
+    record munged /run/munge/munged.pid
 fi
 
 # slurm.conf: one node "localhost" with this machine's CPUs and most of its memory
@@ -96,12 +104,11 @@ rm -f "$conf"
 if ! alive /run/slurmctld.pid; then
     slurmctld
     wait_until 30 slurmctld sh -c 'scontrol ping | grep -q UP'
-    echo "slurmctld $(cat /run/slurmctld.pid)" >> "$PIDS"
+    record slurmctld /run/slurmctld.pid
 fi
 if ! alive /run/slurmd.pid; then
     slurmd -N "$NODE"
-    wait_until 15 slurmd test -s /run/slurmd.pid
-    echo "slurmd $(cat /run/slurmd.pid)" >> "$PIDS"
+    record slurmd /run/slurmd.pid
 fi
 
 end=$((SECONDS + WAIT_S))
