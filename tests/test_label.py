@@ -383,7 +383,6 @@ def test_skewed_cell_builds_its_multigrid_density(monkeypatch: pytest.MonkeyPatc
     settings = label.resolve_settings({})
     cell = label_pyscf.checked_cell(anatase, settings, [3, 3, 2])
     assert (np.linalg.inv(cell.lattice_vectors().T).sum(axis=1) > 0).all()
-    assert cell.lattice_vectors().sum(axis=0) == pytest.approx(np.full(3, cell.lattice_vectors().sum(axis=0)[0]))
 
     def exc() -> float:
         mf = label_pyscf.make_scf(cell, [3, 3, 2], settings, False)
@@ -394,14 +393,19 @@ def test_skewed_cell_builds_its_multigrid_density(monkeypatch: pytest.MonkeyPatc
     assert boxed == pytest.approx(exc(), abs=1e-8)
 
 
-def test_rotation_for_multigrid_is_proper_and_identity_for_cubic_cells() -> None:
-    for lattice in (Lattice.cubic(3.9).matrix, -Lattice.cubic(3.9).matrix,
-                    Lattice.from_parameters(3.8, 3.8, 5.5, 110.3, 110.3, 90).matrix):
+def test_only_cells_multigrid_cannot_bound_are_rotated() -> None:
+    """Axis-aligned cells (cubic, tetragonal, the 4.6/2.97 A rutile) keep multigrid's fast orthogonal
+    path: no rotation. Inverted-box cells (a body-centred cell, an inverted cubic one) get a proper
+    rotation that leaves every reciprocal vector with a positive component sum."""
+    for aligned in (Lattice.cubic(3.9), Lattice.tetragonal(4.6, 2.97), Lattice.orthorhombic(5.5, 5.6, 7.8)):
+        assert (label_pyscf.multigrid_safe_rotation(aligned.matrix) == np.eye(3)).all()
+    from matscreen.competing import build_binary
+
+    for lattice in (-Lattice.cubic(3.9).matrix, build_binary("anatase", "Ti", 4, "O").lattice.matrix):
+        assert (np.linalg.inv(lattice.T).sum(axis=1) < 0).any()
         r = label_pyscf.multigrid_safe_rotation(lattice)
         assert r @ r.T == pytest.approx(np.eye(3)) and np.linalg.det(r) == pytest.approx(1.0)
-        d = (lattice @ r.T).sum(axis=0)
-        assert d == pytest.approx(np.full(3, np.linalg.norm(d) / np.sqrt(3)))
-    assert (label_pyscf.multigrid_safe_rotation(Lattice.cubic(3.9).matrix) == np.eye(3)).all()
+        assert (np.linalg.inv((lattice @ r.T).T).sum(axis=1) > 0).all()
 
 
 # --- typed settings: the hash is pinned ---------------------------------------------------------

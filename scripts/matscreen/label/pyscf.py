@@ -51,23 +51,25 @@ def kmesh_str(kmesh: Sequence[int]) -> str:
 
 
 def multigrid_safe_rotation(lattice: np.ndarray) -> np.ndarray:
-    """The proper rotation that turns ``a1 + a2 + a3`` of ``lattice`` (rows) onto (1, 1, 1).
+    """The rotation under which PySCF's multigrid can build the density of a cell ``lattice`` (rows).
 
     PySCF's multigrid (2.14) bounds an atom's compact functions by the fractional box
-    ``inv(a.T) @ (r -/+ rcut)``; where a reciprocal vector has a negative component sum (a
-    body-centred or otherwise skewed cell in some orientations, e.g. primitive anatase) that box
-    is inverted and the SCF raises ``ValueError: can only specify one unknown dimension``.
-    After this rotation every reciprocal vector b_i has b_i . (1, 1, 1) > 0, because
-    b_i . (a1 + a2 + a3) = 1. A rigid rotation leaves the energy unchanged (MgO, measured:
-    1e-13 Ha in three orientations); cells whose vectors already sum along (1, 1, 1), such as
-    cubic and the usual fcc primitive cells, get the identity and are untouched.
+    ``inv(a.T) @ (r -/+ rcut)``; where a reciprocal vector has a negative component sum (some
+    skewed cells, e.g. primitive anatase as the library builds it) that box is inverted and the
+    SCF raises ``ValueError: can only specify one unknown dimension``. Such a cell is turned so
+    that ``a1 + a2 + a3`` lies along (1, 1, 1); then every b_i . (1, 1, 1) > 0, because
+    b_i . (a1 + a2 + a3) = 1. A rigid rotation leaves the energy unchanged (MgO, measured: 1e-13
+    Ha in three orientations). Every other cell gets the identity: an axis-aligned orthogonal
+    cell must stay axis-aligned, as multigrid's orthogonal path is several times faster
+    (BaTiO3 P4mm at Gamma: 16 cycles in 15 s aligned, 246 s turned).
     """
-    d = np.asarray(lattice, dtype=float).sum(axis=0)
+    a = np.asarray(lattice, dtype=float)
+    if (np.linalg.inv(a.T).sum(axis=1) > 1e-9).all():
+        return np.eye(3)
+    d = a.sum(axis=0)
     d /= np.linalg.norm(d)
     target = np.ones(3) / np.sqrt(3.0)
     c = float(d @ target)
-    if c > 1.0 - 1e-12:
-        return np.eye(3)
     if c < -1.0 + 1e-9:  # antiparallel: half a turn about an axis perpendicular to d
         u = np.cross(d, [1.0, 0.0, 0.0] if abs(d[0]) < 0.9 else [0.0, 1.0, 0.0])
         u /= np.linalg.norm(u)
