@@ -24,11 +24,18 @@ def _oof(n: int = 12, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     y = rng.normal(size=n)
     std = np.abs(rng.normal(0.5, 0.1, size=n))
-    return pd.DataFrame({
-        "target": "t", "structure_id": [f"s-{i:04x}" for i in range(n)],
-        "family": np.where(np.arange(n) % 3 == 0, "spinel", "perovskite"), "fold": np.arange(n) % 3,
-        "y_true": y, "y_pred": y + rng.normal(0, 0.5, size=n), "y_std": std, "y_std_calibrated": 1.5 * std,
-    })
+    return pd.DataFrame(
+        {
+            "target": "t",
+            "structure_id": [f"s-{i:04x}" for i in range(n)],
+            "family": np.where(np.arange(n) % 3 == 0, "spinel", "perovskite"),
+            "fold": np.arange(n) % 3,
+            "y_true": y,
+            "y_pred": y + rng.normal(0, 0.5, size=n),
+            "y_std": std,
+            "y_std_calibrated": 1.5 * std,
+        }
+    )
 
 
 def test_parity_and_calibration_record_the_metrics_train_computes():
@@ -86,8 +93,13 @@ def rebuilt(tmp_path_factory) -> tuple[Path, dict]:
 
     validate(cfg)
     out = work / "rebuilt"
-    drawn = report.run(report.inputs_under(work / paths.RESULTS), str(out), {**cfg["report"], "history": None},
-                       cfg["label"], primary_target(cfg))
+    drawn = report.run(
+        report.inputs_under(work / paths.RESULTS),
+        str(out),
+        {**cfg["report"], "history": None},
+        cfg["label"],
+        primary_target(cfg),
+    )
     return work, {"cfg": cfg, "out": out, **drawn}
 
 
@@ -96,7 +108,7 @@ def _md_rows(text: str, header_start: str) -> list[list[str]]:
     lines = text.splitlines()
     i = next(i for i, line in enumerate(lines) if line.startswith(header_start))
     rows = []
-    for line in lines[i + 2:]:
+    for line in lines[i + 2 :]:
         if not line.startswith("|"):
             break
         rows.append([c.strip() for c in line.strip("|").split("|")])
@@ -163,8 +175,9 @@ def test_a_changed_oof_row_changes_the_run_report(rebuilt, tmp_path):
     inputs["oof"] = str(results / "oof.parquet")
     tables.write_table(changed, inputs["oof"], tables.OOF_PREDICTIONS)
     cfg = built["cfg"]
-    again = report.run(inputs, str(tmp_path / "out"), {**cfg["report"], "history": None}, cfg["label"],
-                       primary_target(cfg))
+    again = report.run(
+        inputs, str(tmp_path / "out"), {**cfg["report"], "history": None}, cfg["label"], primary_target(cfg)
+    )
     name = {k: paths.relative(p, paths.REPORT) for k, p in report.FIGURES.items()}
     for key in ("parity", "calibration"):
         assert (built["out"] / name[key]).read_bytes() != (tmp_path / "out" / name[key]).read_bytes(), key
