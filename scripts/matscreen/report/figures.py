@@ -159,10 +159,11 @@ def calibration_plot(oof: pd.DataFrame, target: str, path: str | Path) -> pd.Dat
 
 
 def importance_table(model: Ensemble, top: int = TOP_FEATURES) -> pd.DataFrame:
-    """Gain importance of each feature, the mean over the ensemble's boosters, the ``top`` largest."""
+    """Gain importance of each feature, the mean over the ensemble's boosters: the ``top`` largest above 0."""
     gains = np.mean([b.feature_importance(importance_type="gain") for b in model.boosters], axis=0)
     # the boosters were trained on model.features in this order (LightGBM may rewrite the names)
     df = pd.DataFrame({"feature": list(model.features), "gain": gains.astype(float)})
+    df = df[df["gain"] > 0]  # a feature no split used says nothing
     df = df.sort_values(["gain", "feature"], ascending=[False, True], kind="mergesort").head(top)
     return df.reset_index(drop=True)
 
