@@ -116,3 +116,12 @@ def test_tree_is_lint_clean(command):
         pytest.skip(f"{command[0]} {version.strip()} is not the pinned {extra[command[0]]}")
     res = subprocess.run([exe, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+def test_ci_installs_chromium_like_slurm_then_runs_make_test():
+    """apt-get only when the package is missing, only as root, non-interactive; `make test` last."""
+    text = (ROOT / ".ci" / "run").read_text()
+    install = text.index("apt-get install")
+    assert text.index("dpkg-query -W") < text.index('"$(id -u)" -eq 0') < install
+    assert text.index("DEBIAN_FRONTEND=noninteractive") < install and "chromium" in text[install:].splitlines()[0]
+    assert text.rstrip().splitlines()[-1] == "exec make test"

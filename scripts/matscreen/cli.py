@@ -143,17 +143,9 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from matscreen import report
 
     cfg = _config(args)
-    inputs = {
-        "structures": paths.STRUCTURES, "rejects": paths.REJECTS, "funnel": paths.FUNNEL, "labels": paths.LABELS,
-        "references": paths.REFERENCES, "metrics": paths.CV_METRICS, "oof": paths.OOF_PREDICTIONS,
-        "ranked": paths.RANKED, "next_up": paths.NEXT_TO_LABEL, "learning_curve": paths.LEARNING_CURVE,
-    }
     from matscreen.train import primary_target
 
-    resolved = {k: Path(args.results) / paths.relative(v, paths.RESULTS) for k, v in inputs.items()}
-    if not resolved["learning_curve"].exists():
-        del resolved["learning_curve"]
-    report.run({k: str(v) for k, v in resolved.items()}, args.output_dir, cfg["report"], cfg["label"], primary_target(cfg))
+    report.run(report.inputs_under(args.results), args.output_dir, cfg["report"], cfg["label"], primary_target(cfg))
 
 
 def _cmd_tables(args: argparse.Namespace) -> None:

@@ -70,6 +70,10 @@ SUMMARY = f"{REPORT}/summary.md"
 PARITY_PLOT = f"{REPORT}/parity.png"
 PREDICTIONS_PLOT = f"{REPORT}/predictions.png"
 LEARNING_CURVE_PLOT = f"{REPORT}/learning_curve.png"
+CALIBRATION_PLOT = f"{REPORT}/calibration.png"
+IMPORTANCE_PLOT = f"{REPORT}/feature_importance.png"
+FUNNEL_PLOT = f"{REPORT}/funnel.png"
+TOP_TABLE = f"{REPORT}/top_candidates.html"
 
 
 def relative(path: str, folder: str) -> str:

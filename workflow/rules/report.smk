@@ -1,4 +1,5 @@
-# Summary report (Markdown + figures); `snakemake --report report.html` embeds the same figures.
+# Summary report (Markdown, figures, the top candidates as a sortable HTML table); `snakemake --report`
+# embeds the same files with the captions of workflow/report/ (the landing page: workflow.rst).
 # It also records a run snapshot in report.history (not an output: it must outlive reruns) and
 # starts summary.md with what changed since the previous run (nightly refresh).
 rule report:
@@ -11,14 +12,45 @@ rule report:
         metrics=rules.train.output.metrics,
         oof=rules.train.output.oof,
         learning_curve=rules.train.output.learning_curve,
+        model=rules.train.output.model,
         ranked=rules.rank.output.ranked,
         next_up=rules.rank.output.next,
         targets=paths.LABEL_TARGETS,
     output:
         summary=report(paths.SUMMARY, caption="../report/summary.rst", category="Summary"),
-        parity=report(paths.PARITY_PLOT, caption="../report/parity.rst", category="Model"),
-        predictions=report(paths.PREDICTIONS_PLOT, caption="../report/predictions.rst", category="Screening"),
-        learning_curve=report(paths.LEARNING_CURVE_PLOT, caption="../report/learning_curve.rst", category="Model"),
+        parity=report(
+            paths.PARITY_PLOT, caption="../report/parity.rst", category="Model", labels={"figure": "parity per family"}
+        ),
+        calibration=report(
+            paths.CALIBRATION_PLOT,
+            caption="../report/calibration.rst",
+            category="Model",
+            labels={"figure": "uncertainty calibration"},
+        ),
+        importance=report(
+            paths.IMPORTANCE_PLOT,
+            caption="../report/feature_importance.rst",
+            category="Model",
+            labels={"figure": "feature importance"},
+        ),
+        learning_curve=report(
+            paths.LEARNING_CURVE_PLOT,
+            caption="../report/learning_curve.rst",
+            category="Model",
+            labels={"figure": "learning curve"},
+        ),
+        funnel=report(
+            paths.FUNNEL_PLOT, caption="../report/funnel.rst", category="Candidates", labels={"figure": "funnel"}
+        ),
+        predictions=report(
+            paths.PREDICTIONS_PLOT,
+            caption="../report/predictions.rst",
+            category="Screening",
+            labels={"figure": "predictions per family"},
+        ),
+        top=report(
+            paths.TOP_TABLE, caption="../report/top.rst", category="Screening", labels={"figure": "top candidates"}
+        ),
     params:
         out_dir=lambda w, output: os.path.dirname(output.summary),
         settings=config["report"],
