@@ -286,20 +286,7 @@ def snakemake_controller_imports(
     """Like :func:`snakemake`, and which of PySCF and pymatgen the Snakemake controller imported."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _CONTROLLER_IMPORTS,
-            "-s",
-            str(ROOT / "Snakefile"),
-            "-d",
-            str(workdir),
-            "--configfile",
-            str(workdir / "config.yaml"),
-            "--cores",
-            "2",
-            *args,
-        ],
+        [sys.executable, "-c", _CONTROLLER_IMPORTS, *_argv(workdir, args, cores=2)[1:]],  # [1:]: not the snakemake executable
         capture_output=True,
         text=True,
         timeout=timeout,
