@@ -368,6 +368,15 @@ def test_kpoint_cells_that_lose_pseudopotential_terms_are_rebuilt_tighter():
     assert default.precision == 1e-8, "the shipped precision needs no rebuild"
 
 
+def test_pseudopotential_check_of_cells_without_higher_local_terms():
+    """gth-pade Zn has no local terms beyond C1: PySCF's Gamma-point builder then returns [0]
+    instead of a matrix, which crashed the check (and every Zn reference job with k-points)."""
+    zn = Structure(Lattice.hexagonal(2.66, 4.95), ["Zn", "Zn"], [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])
+    cell = label_pyscf.build_cell(zn, label.resolve_settings({"ke_cutoff": 60}))
+    assert label_pyscf.pp_screening_error(cell, [2, 2, 2]) == 0.0
+    assert label_pyscf.checked_cell(zn, label.resolve_settings({"ke_cutoff": 60}), [2, 2, 2]).precision == 1e-8
+
+
 @pytest.mark.slow
 def test_skewed_cell_builds_its_multigrid_density(monkeypatch: pytest.MonkeyPatch) -> None:
     """Primitive anatase (body-centred tetragonal) as the competing-phase library builds it: PySCF's

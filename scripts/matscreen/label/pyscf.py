@@ -131,9 +131,18 @@ def pp_screening_error(cell: Any, kmesh: Sequence[int]) -> float:
     from pyscf.pbc.gto.pseudo import pp_int
 
     kpts = cell.make_kpts(list(kmesh), with_gamma_point=True)  # kpts[0] is Gamma
-    vk = np.asarray(pp_int.get_pp_loc_part2(cell, kpts))[0]
-    vg = np.asarray(pp_int.get_pp_loc_part2(cell, np.zeros((1, 3)))).reshape(-1, cell.nao, cell.nao)[0]
+    vk = _pp_matrix(pp_int.get_pp_loc_part2(cell, kpts), cell.nao)
+    vg = _pp_matrix(pp_int.get_pp_loc_part2(cell, np.zeros((1, 3))), cell.nao)
     return float(np.abs(vk - vg).max())
+
+
+def _pp_matrix(v: Any, nao: int) -> np.ndarray:
+    """The first k-point's matrix of ``get_pp_loc_part2``. Its Gamma-point path returns ``[0]``
+    when no atom of the cell has local terms beyond C1 (gth-pade Zn: ``C = []``): zeros then."""
+    a = np.asarray(v)
+    if a.size == 1:
+        return np.zeros((nao, nao))
+    return a.reshape(-1, nao, nao)[0]
 
 
 def checked_cell(structure: Structure, settings: LabelSettings, kmesh: Sequence[int], spin: int | None = None) -> Any:
