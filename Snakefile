@@ -1,5 +1,6 @@
 # matscreen: high-throughput screening of perovskites, spinels and garnets.
-# Stages: ingest -> enumerate -> label (PySCF) -> featurize -> train (LightGBM) -> screen -> report.
+# Stages: ingest -> enumerate -> label (PySCF) -> featurize -> train (LightGBM) -> screen -> report,
+# with optional active-learning rounds (screen -> acquire -> label -> train) in between.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -18,6 +19,7 @@ include: "workflow/rules/label.smk"
 include: "workflow/rules/featurize.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/screen.smk"
+include: "workflow/rules/rounds.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -119,20 +119,47 @@ def test_unreadable_cache_entries_and_unreadable_files_are_read_again(folder, tm
 
 
 def _tables(labels: dict[str, float | None], top: list[str], mae: float) -> dict:
-    structures = tables.conform(pd.DataFrame({
-        "structure_id": list(labels), "source": [f"{k}.cif" for k in labels], "block": "", "source_sha256": "0",
-        "family": "perovskite", "formula": "Sr1 Ti1 O3", "reduced_formula": "SrTiO3", "nsites": 5,
-        "duplicate_of": None, "structure": "{}",
-    }), tables.STRUCTURES)
-    lab = tables.conform(pd.DataFrame({
-        "structure_id": list(labels), "settings_hash": "h", "formula": "Sr1 Ti1 O3",
-        "status": ["ok" if v is not None else "failed" for v in labels.values()],
-        "formation_energy_ev_per_atom": [v if v is not None else float("nan") for v in labels.values()],
-    }), tables.LABELS)
-    metrics = pd.DataFrame({"fold": ["all", "all", "0"], "metric": ["mae", "spearman", "mae"],
-                            "value": [mae, float("nan"), 9.0]})
-    ranked = pd.DataFrame({"candidate_id": top, "formula": "X", "family": "perovskite",
-                           "prediction": [float(i) for i in range(len(top))], "rank": range(1, len(top) + 1)})
+    structures = tables.conform(
+        pd.DataFrame(
+            {
+                "structure_id": list(labels),
+                "source": [f"{k}.cif" for k in labels],
+                "block": "",
+                "source_sha256": "0",
+                "family": "perovskite",
+                "formula": "Sr1 Ti1 O3",
+                "reduced_formula": "SrTiO3",
+                "nsites": 5,
+                "duplicate_of": None,
+                "structure": "{}",
+            }
+        ),
+        tables.STRUCTURES,
+    )
+    lab = tables.conform(
+        pd.DataFrame(
+            {
+                "structure_id": list(labels),
+                "settings_hash": "h",
+                "formula": "Sr1 Ti1 O3",
+                "status": ["ok" if v is not None else "failed" for v in labels.values()],
+                "formation_energy_ev_per_atom": [v if v is not None else float("nan") for v in labels.values()],
+            }
+        ),
+        tables.LABELS,
+    )
+    metrics = pd.DataFrame(
+        {"fold": ["all", "all", "0"], "metric": ["mae", "spearman", "mae"], "value": [mae, float("nan"), 9.0]}
+    )
+    ranked = pd.DataFrame(
+        {
+            "candidate_id": top,
+            "formula": "X",
+            "family": "perovskite",
+            "prediction": [float(i) for i in range(len(top))],
+            "rank": range(1, len(top) + 1),
+        }
+    )
     return {"structures": structures, "labels": lab, "metrics": metrics, "ranked": ranked}
 
 
@@ -142,14 +169,19 @@ def test_history_reports_what_changed(tmp_path):
     text, p1 = history.update(folder, a)
     assert "No earlier run" in text and p1.exists()
 
-    b = history.snapshot(**_tables({"s-1": -1.0, "s-2": -2.0, "s-3": -3.0}, ["c-3", "c-1", "c-2"], 0.25),
-                         top_n=2, run_key="B")
+    b = history.snapshot(
+        **_tables({"s-1": -1.0, "s-2": -2.0, "s-3": -3.0}, ["c-3", "c-1", "c-2"], 0.25), top_n=2, run_key="B"
+    )
     text, p2 = history.update(folder, b)
     ch = history.diff(json.loads(p1.read_text()), b)
     assert [r["structure_id"] for r in ch.new_labels] == ["s-3"]
     assert [r["structure_id"] for r in ch.new_structures] == ["s-3"]
-    assert [(r["structure_id"], r["status_before"], r["status_after"]) for r in ch.changed_labels] == [("s-2", "failed", "ok")]
-    assert [r["candidate_id"] for r in ch.entered_top] == ["c-3"] and [r["candidate_id"] for r in ch.left_top] == ["c-2"]
+    assert [(r["structure_id"], r["status_before"], r["status_after"]) for r in ch.changed_labels] == [
+        ("s-2", "failed", "ok")
+    ]
+    assert [r["candidate_id"] for r in ch.entered_top] == ["c-3"] and [r["candidate_id"] for r in ch.left_top] == [
+        "c-2"
+    ]
     mae = next(m for m in ch.metrics if m["metric"] == "mae")
     assert (mae["before"], mae["after"], mae["change"]) == (0.5, 0.25, -0.25)
     assert next(m for m in ch.metrics if m["metric"] == "spearman")["after"] is None  # NaN stored as null
@@ -203,25 +235,45 @@ def _new_id(work: Path) -> str:
     return row["structure_id"].iloc[0]
 
 
+def _chosen_anew(work: Path, base: Path) -> set[str]:
+    """Structures the refreshed run's active-learning round chose that the baseline's had not (its
+    model changed with the new label, so its best guesses may too): labeled anew, by design."""
+    plan = tables.read_table(work / "results/rounds/1/label/targets.parquet", tables.LABEL_TARGETS)
+    old = tables.read_table(base / "results/rounds/1/label/targets.parquet", tables.LABEL_TARGETS)
+    return set(plan["structure_id"]) - set(old["structure_id"]) - {_new_id(work)}
+
+
 @pytest.mark.slow
 def test_exactly_one_new_pyscf_calculation(refreshed):
+    """One new file, one new round-0 label; nothing labeled before is computed again. (Candidates
+    the retrained model's round 1 chooses anew are labeled too, and only those.)"""
     work, base, before, started, _ = refreshed
     new_id = _new_id(work)
+    anew = _chosen_anew(work, base)
     added = store_entries(work) - before
-    assert [Path(p).parent.name + "/" + Path(p).stem for p in added] == [f"structures/{new_id}"]
-    assert computed_in_logs(work, since=started) == {"structures": [new_id], "competing": [], "references": []}
+    assert sorted(Path(p).stem for p in added) == sorted({new_id} | anew)
+    computed = computed_in_logs(work, since=started)
+    assert sorted(computed["structures"] + computed["competing"]) == sorted({new_id} | anew)
     labels = tables.read_table(work / "results/label/labels.parquet", tables.LABELS)
     old = tables.read_table(base / "results/label/labels.parquet", tables.LABELS)
     # the checkpoint found every earlier label (and every reference) in the store: they are no jobs,
-    # gather read them from the store; the run's DAG held exactly one label job
+    # gather read them from the store; the run's DAG held exactly one round-0 label job
     out = (work / "refresh.out").read_text()
-    jobs = re.findall(r"^(?:local)?rule (label_structure|label_competing|label_reference):\n(?:.*\n)*?\s+output: (\S+)", out, re.M)
+    jobs = re.findall(
+        r"^(?:local)?rule (label_structure|label_competing|label_reference):\n(?:.*\n)*?\s+output: (\S+)", out, re.M
+    )
     assert jobs == [("label_structure", f"results/label/structures/{new_id}.parquet")], jobs
     targets = tables.read_table(work / "results/label/targets.parquet", tables.LABEL_TARGETS).set_index("structure_id")
     assert targets["stored"].to_dict() == {sid: sid != new_id for sid in targets.index}
     refs = tables.read_table(work / "results/label/reference_targets.parquet", tables.REFERENCE_TARGETS)
     assert refs["stored"].all()
-    assert set(labels["structure_id"]) == set(old["structure_id"]) | {new_id}
+    plan = tables.read_table(work / "results/rounds/1/label/targets.parquet", tables.LABEL_TARGETS)
+    old_round1 = tables.read_table(base / "results/rounds/1/label/targets.parquet", tables.LABEL_TARGETS)
+    assert (
+        set(labels["structure_id"])
+        == set(plan["structure_id"])
+        >= set(old["structure_id"]) - set(old_round1.loc[old_round1["round"] == 1, "structure_id"]) | {new_id}
+    )
     assert labels.set_index("structure_id").loc[new_id, "status"] == "ok"
 
 

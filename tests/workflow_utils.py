@@ -44,8 +44,9 @@ direct
 
 
 #: Columns that legitimately differ between two runs of the same calculation (``stored``: whether
-#: the label store already held a target's label when the targets were chosen).
-VOLATILE_COLUMNS = {"wall_s", "max_rss_mb", "stored"}
+#: the label store already held a target's label when the targets were chosen; ``label_cpu_hours``
+#: of the rounds table: measured wall times).
+VOLATILE_COLUMNS = {"wall_s", "max_rss_mb", "stored", "label_cpu_hours"}
 
 
 def _argv(workdir: Path, args: tuple[str, ...], cores: int) -> list[str]:
@@ -169,7 +170,9 @@ def computed_in_logs(work: Path, since: float = 0.0) -> dict[str, list[str]]:
         ("competing", "computing label"),
         ("references", "computing reference"),
     ):
-        for log in sorted((work / "logs" / "label" / kind).glob("*.log")):
+        # round 0's jobs log under logs/label/, later active-learning rounds' under logs/rounds/<r>/label/
+        logs = [*(work / "logs" / "label" / kind).glob("*.log"), *(work / "logs" / "rounds").glob(f"*/label/{kind}/*.log")]
+        for log in sorted(logs):
             if log.stat().st_mtime >= since and marker in log.read_text(errors="replace"):
                 out[kind].append(log.stem)
     return out
@@ -249,6 +252,9 @@ RESULT_TABLES = (
     "train/oof_predictions.parquet",
     "screen/ranked.parquet",
     "screen/next_to_label.parquet",
+    "rounds/0/train/cv_metrics.parquet",
+    "rounds/1/label/targets.parquet",
+    "rounds.parquet",
 )
 
 

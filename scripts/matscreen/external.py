@@ -164,8 +164,10 @@ def infer_sites(formula: str, family: str) -> dict[str, str]:
     capacity = sum(s.multiplicity for s in fam.cation_sites)
     total = sum(a for _, _, a in ions)
     if abs(total - capacity) > 1e-6:
-        raise SiteInferenceError(f"{formula}: {total:g} cations per {fam.anion_site.multiplicity} anions, "
-                                 f"a {family} has {capacity} (formula {fam.formula_template})")
+        raise SiteInferenceError(
+            f"{formula}: {total:g} cations per {fam.anion_site.multiplicity} anions, "
+            f"a {family} has {capacity} (formula {fam.formula_template})"
+        )
     if family == "spinel":
         ions.sort(key=lambda i: (i[1], -_size(i[0], i[1]), i[0]))
         sites = [fam.site("A"), fam.site("B")]
@@ -200,33 +202,66 @@ def infer_sites(formula: str, family: str) -> dict[str, str]:
     if family == "double_perovskite" and out.get("B", "") > out.get("B2", ""):
         out["B"], out["B2"] = out["B2"], out["B"]
     x = fam.anion_site
-    out[x.label] = format_occupancy([Ion(el, avg[el], round(a / n_anion, 6)) for el, a in anions]) if len(anions) > 1 \
+    out[x.label] = (
+        format_occupancy([Ion(el, avg[el], round(a / n_anion, 6)) for el, a in anions])
+        if len(anions) > 1
         else format_occupancy([Ion(anions[0][0], avg[anions[0][0]])])
+    )
     return out
 
 
 # --- reading -------------------------------------------------------------------------------------
 
 
-def read_external(paths: Iterable[str], target: str | Sequence[str]) -> pd.DataFrame:
-    """All usable (row, target) pairs of the external tables, in the EXTERNAL_LABELS contract."""
+def read_external(paths: Iterable[str], target: str | Sequence[str], settings_hash: str | None = None) -> pd.DataFrame:
+    """All usable (row, target) pairs of the external tables, in the EXTERNAL_LABELS contract.
+
+    A table that records its level of theory (a ``settings_hash`` column, as matscreen's own label
+    tables and the shipped reference set do) must match the run's label ``settings_hash``: mixing
+    levels of theory is refused. Rows with a ``status`` other than ``ok`` are left out.
+    """
     targets = [target] if isinstance(target, str) else list(target)
     rows = []
     for path in paths:
         df = _read_user_table(path)
+        if settings_hash is not None and "settings_hash" in df.columns:
+            other = sorted(set(df["settings_hash"].dropna().astype(str)) - {settings_hash})
+            if other:
+                raise tables.ContractError(
+                    f"{path}: labels at settings hash {', '.join(other)}, the run's label settings hash is "
+                    f"{settings_hash}: mixing levels of theory is refused (label the structures with the run's "
+                    "settings, or leave the table out of train.external_labels)"
+                )
+        if "status" in df.columns:
+            bad = df["status"].astype(str) != "ok"
+            if bad.any():
+                log.warning(
+                    "%s: %d rows not ok (status %s) left out",
+                    path,
+                    int(bad.sum()),
+                    ", ".join(sorted(set(df.loc[bad, "status"].astype(str)))),
+                )
+                df = df[~bad].reset_index(drop=True)
         present = [t for t in targets if t in df.columns]
         missing = [c for c in ("formula",) if c not in df.columns] + ([] if present else targets)
         if missing:
-            what = f"the train.target column '{targets[0]}'" if len(targets) == 1 else \
-                f"at least one train.target column ({', '.join(targets)})"
-            raise tables.ContractError(f"{path}: external label table lacks column(s) {missing} "
-                                       f"(needs 'formula' and {what})")
+            what = (
+                f"the train.target column '{targets[0]}'"
+                if len(targets) == 1
+                else f"at least one train.target column ({', '.join(targets)})"
+            )
+            raise tables.ContractError(
+                f"{path}: external label table lacks column(s) {missing} (needs 'formula' and {what})"
+            )
         kept = inferred = failed = 0
         for i, rec in enumerate(df.to_dict("records")):
             values = {t: _value_problem(rec, t) for t in present}
             good = [t for t, p in values.items() if p is None]
-            problem = None if good else (values[present[0]] if len(present) == 1 else
-                                         f"no usable value of {', '.join(present)}")
+            problem = (
+                None
+                if good
+                else (values[present[0]] if len(present) == 1 else f"no usable value of {', '.join(present)}")
+            )
             problem = problem or _row_problem(rec)
             if problem:
                 log.warning("%s row %d: left out: %s", path, i + 1, problem)
@@ -250,15 +285,39 @@ def read_external(paths: Iterable[str], target: str | Sequence[str]) -> pd.DataF
                 except SiteInferenceError as exc:
                     failed += 1
                     log.warning("%s row %d: sites not inferred (composition features only): %s", path, i + 1, exc)
-            sid = "x-" + stable_hash({"formula": str(rec["formula"]), "family": family,
-                                      **{c: _text(rec.get(c)) for c in _SPECIES}, "source": Path(path).name, "row": i})
+            sid = "x-" + stable_hash(
+                {
+                    "formula": str(rec["formula"]),
+                    "family": family,
+                    **{c: _text(rec.get(c)) for c in _SPECIES},
+                    "source": Path(path).name,
+                    "row": i,
+                }
+            )
             for t in good:
-                rows.append({"structure_id": sid, "source": str(path), "row": i + 1, "family": family,
-                             "formula": str(rec["formula"]), **sites, "site_source": source, "target": t,
-                             "value": float(rec[t])})
+                rows.append(
+                    {
+                        "structure_id": sid,
+                        "source": str(path),
+                        "row": i + 1,
+                        "family": family,
+                        "formula": str(rec["formula"]),
+                        **sites,
+                        "site_source": source,
+                        "target": t,
+                        "value": float(rec[t]),
+                    }
+                )
             kept += 1
-        log.info("%s: %d of %d rows usable as external labels; sites inferred for %d, not assignable for %d "
-                 "(composition features only)", path, kept, len(df), inferred, failed)
+        log.info(
+            "%s: %d of %d rows usable as external labels; sites inferred for %d, not assignable for %d "
+            "(composition features only)",
+            path,
+            kept,
+            len(df),
+            inferred,
+            failed,
+        )
     if not rows:
         return tables.empty_frame(tables.EXTERNAL_LABELS)
     return tables.conform(pd.DataFrame(rows), tables.EXTERNAL_LABELS)
@@ -281,8 +340,18 @@ def features_input(external: pd.DataFrame) -> pd.DataFrame:
     return external.drop_duplicates("structure_id").reset_index(drop=True)
 
 
-def run(paths: list[str], out_path: str, target: str | Sequence[str], config_hash: str = "") -> None:
+def run(
+    paths: list[str],
+    out_path: str,
+    target: str | Sequence[str],
+    config_hash: str = "",
+    settings_hash: str | None = None,
+) -> None:
     targets = [target] if isinstance(target, str) else list(target)
-    ext = read_external(paths, targets)
-    tables.write_table(ext, out_path, tables.EXTERNAL_LABELS,
-                       provenance("external_labels", {"files": [Path(p).name for p in paths], "target": targets}, config_hash))
+    ext = read_external(paths, targets, settings_hash)
+    tables.write_table(
+        ext,
+        out_path,
+        tables.EXTERNAL_LABELS,
+        provenance("external_labels", {"files": [Path(p).name for p in paths], "target": targets}, config_hash),
+    )

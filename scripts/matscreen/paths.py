@@ -3,7 +3,15 @@
 The rules (``workflow/rules/*.smk`` and the ``Snakefile``), the command line's defaults and the
 table contracts (:attr:`matscreen.tables.Table.files`, hence the README's contract section) all
 read these names, so a file is renamed here or nowhere. Paths are relative to the working
-directory of a run; ``{shard}``, ``{structure_id}`` and ``{element}`` are Snakemake wildcards.
+directory of a run; ``{shard}``, ``{structure_id}``, ``{element}`` and ``{round}`` are Snakemake
+wildcards.
+
+Active-learning rounds (``rounds.count`` > 1): the stage folders above always hold the *final*
+state (every label so far, the last model, its ranking). Round ``r``'s label plan (the
+``acquire`` checkpoint, r >= 1) and its label jobs live under ``results/rounds/<r>/label/``, and
+the state after round ``r`` that a later round is chosen from (labels, features, model, candidate
+predictions) under ``results/rounds/<r>/`` in the same layout (:func:`in_round`). Round 0's plan
+is the stage's own ``results/label/targets.parquet``.
 
 The command line writes the same layout under folders of its own (``matscreen enumerate -o
 DIR`` writes ``DIR/candidates/part-0.parquet``, ``DIR/funnel.parquet``): :func:`relative` gives
@@ -74,6 +82,51 @@ CALIBRATION_PLOT = f"{REPORT}/calibration.png"
 IMPORTANCE_PLOT = f"{REPORT}/feature_importance.png"
 FUNNEL_PLOT = f"{REPORT}/funnel.png"
 TOP_TABLE = f"{REPORT}/top_candidates.html"
+
+# --- active-learning rounds --------------------------------------------------------------------
+ROUNDS = f"{RESULTS}/rounds"
+ROUNDS_TABLE = f"{RESULTS}/rounds.parquet"
+ROUNDS_PLOT = f"{REPORT}/rounds.png"
+
+
+def in_round(path: str) -> str:
+    """``path`` (a stage path under :data:`RESULTS`) in round ``{round}``'s folder.
+
+    >>> in_round(MODEL)
+    'results/rounds/{round}/train/model.json'
+    """
+    return f"{ROUNDS}/{{round}}/{posixpath.relpath(path, RESULTS)}"
+
+
+#: Round r's label plan (r >= 1: the ``acquire`` checkpoint), its jobs, and the state after it.
+ROUND_TARGETS = in_round(LABEL_TARGETS)
+ROUND_REFERENCE_TARGETS = in_round(REFERENCE_TARGETS)
+ROUND_LABEL_STRUCTURE = in_round(LABEL_STRUCTURE)
+ROUND_LABEL_COMPETING = in_round(LABEL_COMPETING)
+ROUND_LABEL_REFERENCE = in_round(LABEL_REFERENCE)
+ROUND_LABELS = in_round(LABELS)
+ROUND_REFERENCES = in_round(REFERENCES)
+ROUND_LABELED_FEATURES = in_round(LABELED_FEATURES)
+ROUND_MODEL = in_round(MODEL)
+ROUND_CV_METRICS = in_round(CV_METRICS)
+ROUND_OOF_PREDICTIONS = in_round(OOF_PREDICTIONS)
+ROUND_LEARNING_CURVE = in_round(LEARNING_CURVE)
+ROUND_PREDICTION_SHARD = in_round(PREDICTION_SHARD)
+
+
+def round_targets(r: int) -> str:
+    """Round ``r``'s label plan: the seeded selection for round 0, the acquisition's after it."""
+    return LABEL_TARGETS if int(r) == 0 else ROUND_TARGETS.format(round=int(r))
+
+
+def round_reference_targets(r: int) -> str:
+    return REFERENCE_TARGETS if int(r) == 0 else ROUND_REFERENCE_TARGETS.format(round=int(r))
+
+
+def round_state(path: str, r: int, final: int) -> str:
+    """Where the state ``path`` (labels, model, ...) after round ``r`` is: the stage folder for the
+    final round, ``results/rounds/<r>/`` for earlier ones."""
+    return path if int(r) == int(final) else in_round(path).replace("{round}", str(int(r)))
 
 
 def relative(path: str, folder: str) -> str:

@@ -191,7 +191,7 @@ FUNNEL = Table(
 
 LABEL_TARGETS = Table(
     name="label_targets",
-    files=(paths.LABEL_TARGETS,),
+    files=(paths.LABEL_TARGETS, paths.ROUND_TARGETS),
     description="Structures chosen for PySCF labels: ingested structures and candidate prototypes.",
     key=("structure_id",),
     columns=(
@@ -208,12 +208,14 @@ LABEL_TARGETS = Table(
         Column("mem_mb", "int64", "estimated memory of the label job, first attempt (before label.resources.attempt_factor)", "MB"),
         Column("runtime_min", "int64", "estimated runtime of the label job, first attempt", "min"),
         Column("threads", "int64", "threads of the label job (label.resources.threads)"),
+        Column("round", "int64", "active-learning round that chose the target (0 = label.select's seeded choice); "
+               "a competing phase belongs to the round of the compound that first needed it"),
     ),
 )
 
 REFERENCE_TARGETS = Table(
     name="reference_targets",
-    files=(paths.REFERENCE_TARGETS,),
+    files=(paths.REFERENCE_TARGETS, paths.ROUND_REFERENCE_TARGETS),
     description="Elements whose reference energies the label targets need, and whether the label store holds them.",
     key=("element",),
     columns=(
@@ -224,7 +226,8 @@ REFERENCE_TARGETS = Table(
 
 LABELS = Table(
     name="labels",
-    files=(paths.LABELS, paths.LABEL_STRUCTURE, paths.LABEL_COMPETING),
+    files=(paths.LABELS, paths.LABEL_STRUCTURE, paths.LABEL_COMPETING, paths.ROUND_LABELS, paths.ROUND_LABEL_STRUCTURE,
+           paths.ROUND_LABEL_COMPETING),
     description="PySCF periodic DFT labels, one row per (structure, settings).",
     key=("structure_id", "settings_hash"),
     columns=(
@@ -262,7 +265,7 @@ LABELS = Table(
 
 REFERENCES = Table(
     name="references",
-    files=(paths.REFERENCES, paths.LABEL_REFERENCE),
+    files=(paths.REFERENCES, paths.LABEL_REFERENCE, paths.ROUND_REFERENCES, paths.ROUND_LABEL_REFERENCE),
     description="Elemental reference energies (standard elemental solid or diatomic gas), same settings as labels.",
     key=("element", "settings_hash"),
     columns=(
@@ -327,7 +330,7 @@ CANDIDATE_FEATURES = Table(
 
 STRUCTURE_FEATURES = Table(
     name="structure_features",
-    files=(paths.LABELED_FEATURES, paths.EXTERNAL_FEATURES),
+    files=(paths.LABELED_FEATURES, paths.EXTERNAL_FEATURES, paths.ROUND_LABELED_FEATURES),
     description="Features of labeled structures, computed by the same code as candidate features.",
     key=("structure_id",),
     extra_dtype="float32",
@@ -339,7 +342,7 @@ STRUCTURE_FEATURES = Table(
 
 CV_METRICS = Table(
     name="cv_metrics",
-    files=(paths.CV_METRICS,),
+    files=(paths.CV_METRICS, paths.ROUND_CV_METRICS),
     description="Cross-validation metrics of the trained models, per target, per fold and overall (pooled out-of-fold, also per family).",
     key=("target", "fold", "family", "metric"),
     columns=(
@@ -353,7 +356,7 @@ CV_METRICS = Table(
 
 OOF_PREDICTIONS = Table(
     name="oof_predictions",
-    files=(paths.OOF_PREDICTIONS,),
+    files=(paths.OOF_PREDICTIONS, paths.ROUND_OOF_PREDICTIONS),
     description="Out-of-fold predictions of every labeled structure, per target.",
     key=("target", "structure_id"),
     columns=(
@@ -370,7 +373,7 @@ OOF_PREDICTIONS = Table(
 
 LEARNING_CURVE = Table(
     name="learning_curve",
-    files=(paths.LEARNING_CURVE,),
+    files=(paths.LEARNING_CURVE, paths.ROUND_LEARNING_CURVE),
     description="Out-of-fold error vs training-set size (single boosters on a fraction of each training fold's groups, the CV folds).",
     key=("target", "train_fraction"),
     columns=(
@@ -385,7 +388,7 @@ LEARNING_CURVE = Table(
 
 PREDICTIONS = Table(
     name="predictions",
-    files=(paths.PREDICTION_SHARD, paths.RANKED, paths.NEXT_TO_LABEL),
+    files=(paths.PREDICTION_SHARD, paths.RANKED, paths.NEXT_TO_LABEL, paths.ROUND_PREDICTION_SHARD),
     description="Model predictions for candidates, ranked by the screening score. Extra float64 columns "
                 "'pred__<target>' and 'std__<target>' hold every model's prediction and calibrated uncertainty.",
     key=("candidate_id",),
@@ -402,11 +405,36 @@ PREDICTIONS = Table(
     ),
 )
 
+ROUNDS = Table(
+    name="rounds",
+    files=(paths.ROUNDS_TABLE,),
+    description="What each active-learning round chose, cost and learned (rounds.count rows; round 0 = label.select's seeded labels).",
+    key=("round",),
+    columns=(
+        Column("round", "int64", "round number", nullable=False),
+        Column("target", "string", "screening target (screen.rank_by) the round's acquisition and errors are about", nullable=False),
+        Column("acquisition", "string", "'seeded' for round 0, else rounds.acquisition (ei or lcb)", nullable=False),
+        Column("n_chosen", "int64", "compounds the round chose for labels", nullable=False),
+        Column("n_competing", "int64", "competing phases the round added (new chemical systems)", nullable=False),
+        Column("n_new_ok", "int64", "chosen compounds labeled ok with a finite target value", nullable=False),
+        Column("n_train", "int64", "labels of the target the round's model trained on (every round so far)", nullable=False),
+        Column("new_mae", "float64", "mean |previous round's prediction - PySCF label| on the round's new labels: an out-of-sample test of the screen (null for round 0)"),
+        Column("new_rmse", "float64", "root-mean-square of the same errors (null for round 0)"),
+        Column("n_held_up", "int64", "new labels at least as good as predicted within one calibrated sigma (label <= prediction + uncertainty; >= prediction - uncertainty with screen.maximize); null for round 0"),
+        Column("best_label", "float64", "best PySCF label of the target among the compounds labeled up to this round (min, or max with screen.maximize)"),
+        Column("cv_mae", "float64", "pooled out-of-fold MAE of the round's model on the target (cv_metrics, family 'all')"),
+        Column("est_cpu_hours", "float64", "estimated CPU hours of the round's new label jobs (runtime_min x threads of label_targets)", "h"),
+        Column("label_cpu_hours", "float64", "measured CPU hours of the round's new labels (wall_s x threads; from the store when computed earlier)", "h"),
+        Column("budget_cpu_hours_spent", "float64", "estimated CPU hours of every round after round 0 up to this one (rounds.budget.cpu_hours)", "h"),
+    ),
+)
+
 ALL_TABLES: dict[str, Table] = {
     t.name: t
     for t in (
         STRUCTURES, REJECTS, CANDIDATES, FUNNEL, LABEL_TARGETS, REFERENCE_TARGETS, LABELS, REFERENCES, REFERENCE_LABELS,
         EXTERNAL_LABELS, CANDIDATE_FEATURES, STRUCTURE_FEATURES, CV_METRICS, OOF_PREDICTIONS, LEARNING_CURVE, PREDICTIONS,
+        ROUNDS,
     )
 }
 

@@ -101,8 +101,6 @@ def _choose(pool: pd.DataFrame, n: int, select: Select, label_settings: LabelSet
             *, stratify: bool, what: str) -> list[dict[str, Any]]:
     """Up to ``n`` prototype rows from ``pool`` in seeded random order: one per reduced formula, at
     most ``select.max_per_system`` per set of elements, elements in ``select.elements`` and computable."""
-    from matscreen.prototypes import build_prototype
-
     allowed = select.elements
     cap = select.max_per_system
     if n <= 0 or pool.empty:
@@ -128,12 +126,7 @@ def _choose(pool: pd.DataFrame, n: int, select: Select, label_settings: LabelSet
             continue
         if _unsupported(sorted(system), label_settings):
             continue
-        s = build_prototype(rec)
-        rows.append({
-            "structure_id": structure_id(s), "origin": "candidate", "candidate_id": rec["candidate_id"],
-            "family": rec["family"], "formula": s.composition.formula, "nsites": len(s),
-            **{c: rec.get(c) for c in _SITE_COLS}, "structure": s.to_json(),
-        })
+        rows.append(prototype_target(rec))
         seen.add(reduced)
         per_system[system] = per_system.get(system, 0) + 1
         if len(rows) == n:
@@ -141,6 +134,28 @@ def _choose(pool: pd.DataFrame, n: int, select: Select, label_settings: LabelSet
     if len(rows) < n:
         log.warning("only %d candidates could be chosen for labels (%s = %d)", len(rows), what, n)
     return rows
+
+
+def prototype_target(candidate: Mapping[str, Any]) -> dict[str, Any]:
+    """A LABEL_TARGETS row (without the plan columns) for a candidate: its prototype structure."""
+    from matscreen.prototypes import build_prototype
+
+    s = build_prototype(candidate)
+    return {
+        "structure_id": structure_id(s), "origin": "candidate", "candidate_id": candidate["candidate_id"],
+        "family": candidate["family"], "formula": s.composition.formula, "nsites": len(s),
+        **{c: candidate.get(c) for c in _SITE_COLS}, "structure": s.to_json(),
+    }
+
+
+def computable(elements: list[str], settings: LabelSettings) -> bool:
+    """Whether PySCF has the label settings' basis and pseudopotential for every element."""
+    return not _unsupported(sorted(elements), settings)
+
+
+def elements_of(candidate: Mapping[str, Any]) -> set[str]:
+    """The elements of a candidate row (from its site columns)."""
+    return _elements(candidate)
 
 
 def from_candidates(
@@ -177,19 +192,21 @@ def anion_of(formula: str) -> str:
     return max(comp.elements, key=lambda el: (el.X if el.X == el.X else 0.0, el.Z)).symbol
 
 
-def competing_targets(targets: pd.DataFrame, label_settings: LabelSettings) -> pd.DataFrame:
+def competing_targets(targets: pd.DataFrame, label_settings: LabelSettings,
+                      known: set[str] | frozenset[str] = frozenset()) -> pd.DataFrame:
     """The competing binary phases of every target's chemical system, as LABEL_TARGETS rows.
 
     One set per (cation elements, anion) of the targets, from the shipped structure library
     (:mod:`matscreen.competing`) plus the user's ``label.competing.files``; phases with elements
     the label settings cannot compute are left out (the hull then names them as missing).
+    Phases whose structure id is in ``known`` (already planned) are left out too.
     """
     from matscreen.competing import competing_phases
 
     comp = label_settings.competing
     if not comp.enabled or targets.empty:
         return tables.empty_frame(tables.LABEL_TARGETS)
-    rows, seen = [], set(targets["structure_id"])
+    rows, seen = [], set(targets["structure_id"]) | set(known)
     systems = sorted({(frozenset(el.symbol for el in Composition(f).elements), anion_of(f)) for f in targets["formula"]},
                      key=lambda s: (sorted(s[0]), s[1]))
     for elements, anion in systems:
@@ -225,6 +242,7 @@ def select_targets(
     competing = competing_targets(df, s)
     if len(competing):
         df = pd.concat([df, competing], ignore_index=True)
+    df["round"] = pd.Series([0] * len(df), index=df.index, dtype="Int64")
     log.info("label targets: %d ingested, %d candidate prototypes, %d competing phases",
              int((df["origin"] == "ingest").sum()), int((df["origin"] == "candidate").sum()),
              int((df["origin"] == "competing").sum()))

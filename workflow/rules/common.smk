@@ -20,12 +20,17 @@ except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
 SHARDS = list(range(config["enumerate"]["shards"]))
+# Active-learning rounds 0..FINAL: the stage folders hold the final state, results/rounds/<r>/ the
+# earlier rounds' (matscreen.paths).
+FINAL = config["rounds"]["count"] - 1
+EARLIER = list(range(FINAL))
 
 
 wildcard_constraints:
     shard=r"\d+",
     structure_id=r"s-[0-9a-f]+",
     element=r"[A-Z][a-z]?",
+    round=r"\d+",
 
 
 def ingest_input_files(wildcards=None):
@@ -62,8 +67,12 @@ def _read_table(path, mtime_ns, size):
     return pd.read_parquet(path)
 
 
-def label_targets_path():
-    return checkpoints.select_label_targets.get().output.targets
+def _plan(r):
+    """Round ``r``'s checkpoint outputs (targets, references); raises until that checkpoint has run."""
+    r = int(r)
+    if r == 0:
+        return checkpoints.select_label_targets.get().output
+    return checkpoints.acquire.get(round=str(r)).output
 
 
 def _jobs(targets):
@@ -73,32 +82,50 @@ def _jobs(targets):
     return targets[~targets["stored"].astype("boolean").fillna(False).astype(bool)]
 
 
-def label_outputs(wildcards):
-    """One file per label job (targets without a store entry): compounds under structures/, their
-    competing phases under competing/. Stored labels are read from the store by gather_labels."""
-    targets = _jobs(_targets(label_targets_path()))  # raises until the checkpoint has run
+def _job_pattern(path, r):
+    """Round ``r``'s label job files of kind ``path`` (round 0's in the label folder)."""
+    return path if int(r) == 0 else paths.in_round(path).replace("{round}", str(int(r)))
+
+
+def round_label_outputs(r):
+    """One file per label job of round ``r``'s plan (targets without a store entry): compounds
+    under structures/, their competing phases under competing/. Everything earlier rounds labeled
+    is in the store by then, so only the round's new targets are jobs; gather reads the rest there."""
+    targets = _jobs(_targets(_plan(r).targets))
     competing = targets["origin"] == "competing"
     return expand(
-        "results/label/structures/{structure_id}.parquet", structure_id=sorted(targets.loc[~competing, "structure_id"])
-    ) + expand(
-        "results/label/competing/{structure_id}.parquet", structure_id=sorted(targets.loc[competing, "structure_id"])
+        _job_pattern(paths.LABEL_STRUCTURE, r), structure_id=sorted(targets.loc[~competing, "structure_id"])
+    ) + expand(_job_pattern(paths.LABEL_COMPETING, r), structure_id=sorted(targets.loc[competing, "structure_id"]))
+
+
+def round_reference_outputs(r):
+    """One file per reference job of round ``r``: elements whose reference the store does not hold."""
+    refs = _targets(_plan(r).references)
+    return expand(
+        _job_pattern(paths.LABEL_REFERENCE, r), element=sorted(refs.loc[~refs["stored"].astype(bool), "element"])
     )
+
+
+def round_plan(wildcards):
+    """Round ``wildcards.round``'s plan, for the state after it (labels, features, model)."""
+    return paths.round_targets(wildcards.round)
+
+
+def label_outputs(wildcards):
+    """The final round's label jobs (rule gather_labels)."""
+    return round_label_outputs(FINAL)
 
 
 def reference_outputs(wildcards):
-    """One file per reference job: elements whose reference the store does not hold."""
-    refs = _targets(checkpoints.select_label_targets.get().output.references)
-    return expand(
-        "results/label/references/{element}.parquet", element=sorted(refs.loc[~refs["stored"].astype(bool), "element"])
-    )
+    return round_reference_outputs(FINAL)
 
 
-def _label_resources(structure_id, attempt):
+def _label_resources(structure_id, round_, attempt):
     """The checkpoint's estimate for this target, scaled for Snakemake retry ``attempt``. Reads the
     targets table only: no PySCF, no pymatgen in the controller."""
     from matscreen.label.resources import scale_resources
 
-    row = _targets("results/label/targets.parquet").set_index("structure_id").loc[structure_id]
+    row = _targets(paths.round_targets(round_)).set_index("structure_id").loc[structure_id]
     r = config["label"]["resources"]
     mem = row.get("mem_mb")
     runtime = row.get("runtime_min")
@@ -114,11 +141,11 @@ def pd_notna(value):
 
 
 def label_mem_mb(wildcards, attempt):
-    return _label_resources(wildcards.structure_id, attempt)["mem_mb"]
+    return _label_resources(wildcards.structure_id, wildcards.get("round", 0), attempt)["mem_mb"]
 
 
 def label_runtime(wildcards, attempt):
-    return _label_resources(wildcards.structure_id, attempt)["runtime"]
+    return _label_resources(wildcards.structure_id, wildcards.get("round", 0), attempt)["runtime"]
 
 
 # A failed run is recorded in the run history, so the next report says what failed and why.

@@ -19,7 +19,7 @@ rule featurize_candidates:
 
 rule featurize_labeled:
     input:
-        paths.LABEL_TARGETS,
+        paths.round_targets(FINAL),
     output:
         paths.LABELED_FEATURES,
     params:

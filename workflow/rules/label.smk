@@ -75,10 +75,11 @@ rule label_reference:
 
 # Gather: one labels table with formation energies against the references and energies above
 # the hull of each chemical system (labels, competing phases and references of one settings hash).
+# With active-learning rounds this is the final round's plan: every label of every round.
 rule gather_labels:
     input:
-        targets="results/label/targets.parquet",
-        reference_targets="results/label/reference_targets.parquet",
+        targets=paths.round_targets(FINAL),
+        reference_targets=paths.round_reference_targets(FINAL),
         labels=label_outputs,
         references=reference_outputs,
     output:

@@ -15,7 +15,8 @@ rule report:
         model=rules.train.output.model,
         ranked=rules.rank.output.ranked,
         next_up=rules.rank.output.next,
-        targets=paths.LABEL_TARGETS,
+        targets=paths.round_targets(FINAL),
+        rounds=paths.ROUNDS_TABLE,
     output:
         summary=report(paths.SUMMARY, caption="../report/summary.rst", category="Summary"),
         parity=report(
@@ -47,6 +48,12 @@ rule report:
             caption="../report/predictions.rst",
             category="Screening",
             labels={"figure": "predictions per family"},
+        ),
+        rounds=report(
+            paths.ROUNDS_PLOT,
+            caption="../report/rounds.rst",
+            category="Model",
+            labels={"figure": "error per round"},
         ),
         top=report(
             paths.TOP_TABLE, caption="../report/top.rst", category="Screening", labels={"figure": "top candidates"}

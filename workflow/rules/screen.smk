@@ -20,7 +20,7 @@ rule predict:
 rule rank:
     input:
         predictions=expand(paths.PREDICTION_SHARD, shard=SHARDS),
-        targets=paths.LABEL_TARGETS,
+        targets=paths.round_targets(FINAL),
     output:
         ranked=paths.RANKED,
         top=report(paths.TOP, caption="../report/top.rst", category="Screening"),

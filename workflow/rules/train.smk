@@ -6,6 +6,7 @@ rule prepare_external_labels:
         paths.EXTERNAL_LABELS,
     params:
         target=config["train"]["target"],
+        label=config["label"],  # a table with a settings_hash column must be at the run's level of theory
     log:
         "logs/train/prepare_external_labels.log",
     conda:
@@ -21,7 +22,7 @@ rule train:
         unpack(external_label_inputs),
         features=rules.featurize_labeled.output[0],
         labels=rules.gather_labels.output.labels,
-        targets="results/label/targets.parquet",
+        targets=paths.round_targets(FINAL),
     output:
         model=paths.MODEL,
         metrics=paths.CV_METRICS,

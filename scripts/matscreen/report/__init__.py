@@ -49,8 +49,9 @@ INPUTS = {
     "targets": paths.LABEL_TARGETS,
     "learning_curve": paths.LEARNING_CURVE,
     "model": paths.MODEL,
+    "rounds": paths.ROUNDS_TABLE,
 }
-OPTIONAL_INPUTS = ("targets", "learning_curve", "model")
+OPTIONAL_INPUTS = ("targets", "learning_curve", "model", "rounds")
 
 
 def inputs_under(results: str | Path) -> dict[str, str]:
@@ -83,8 +84,9 @@ def run(
     """Write summary.md, the figures and the top-candidates table into ``out_dir``.
 
     ``inputs`` maps the names below to table paths; ``targets`` (the LABEL_TARGETS table: gives
-    new labels their origin), ``learning_curve`` and ``model`` (``model.json``: the feature
-    importances) are optional. With ``settings.history`` (the ``report.history`` folder) set, a
+    new labels their origin), ``learning_curve``, ``model`` (``model.json``: the feature
+    importances) and ``rounds`` (ROUNDS: the per-round figure) are
+    optional. With ``settings.history`` (the ``report.history`` folder) set, a
     snapshot of this run is recorded there and the summary starts with what changed since the
     previous run (:mod:`matscreen.history`). Returns the data of every figure and table drawn
     (``drawn`` by figure key, ``top``), for tests and callers that check what was plotted.
@@ -103,6 +105,7 @@ def run(
     data = {k: tables.read_table(inputs[k], t) for k, t in read.items()}
     targets = tables.read_table(inputs["targets"], tables.LABEL_TARGETS) if inputs.get("targets") else None
     curve = tables.read_table(inputs["learning_curve"], tables.LEARNING_CURVE) if inputs.get("learning_curve") else None
+    rounds = tables.read_table(inputs["rounds"], tables.ROUNDS) if inputs.get("rounds") else None
     model = None
     if inputs.get("model"):
         from matscreen.train import load_models
@@ -116,11 +119,20 @@ def run(
         del files["learning_curve"]
     if model is None:
         del files["importance"]
+    if rounds is None:
+        del files["rounds"]
     oof = data["oof"]
     if (oof["target"] == target).any():
         oof = oof[oof["target"] == target].reset_index(drop=True)
     drawn = figures.draw_all(
-        oof=oof, funnel=data["funnel"], ranked=data["ranked"], model=model, curve=curve, target=target, files=files
+        oof=oof,
+        funnel=data["funnel"],
+        ranked=data["ranked"],
+        model=model,
+        curve=curve,
+        target=target,
+        files=files,
+        rounds=rounds,
     )
     settings = resolve_settings(settings)
     top_n = settings.top_n

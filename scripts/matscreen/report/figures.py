@@ -245,6 +245,43 @@ def learning_curve_plot(curve: pd.DataFrame, target: str, path: str | Path) -> p
     return c[["train_fraction", "n_train", "n_test", "mae", "rmse"]].reset_index(drop=True) if len(c) else c
 
 
+ROUND_COLUMNS = [
+    "round",
+    "acquisition",
+    "n_chosen",
+    "n_new_ok",
+    "n_train",
+    "new_mae",
+    "new_rmse",
+    "n_held_up",
+    "cv_mae",
+    "best_label",
+    "label_cpu_hours",
+]
+
+
+def rounds_plot(rounds: pd.DataFrame, target: str, path: str | Path) -> pd.DataFrame:
+    """Per active-learning round (ROUNDS): the previous model's error on the round's new labels
+    and the round's CV error (left), the best label so far (right)."""
+    r = rounds.sort_values("round")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 4), dpi=110)
+    ax.plot(r["round"], r["new_mae"], "o-", label="MAE on the round's new labels (previous model)")
+    ax.plot(r["round"], r["cv_mae"], "s--", label="out-of-fold MAE (round's model)")
+    ax.set_xlabel("round")
+    ax.set_ylabel(f"error ({target})")
+    ax.set_title("Error per round")
+    ax.legend(fontsize=7)
+    bx.plot(r["round"], r["best_label"], "o-")
+    bx.set_xlabel("round")
+    bx.set_ylabel(f"best PySCF label so far ({target})")
+    bx.set_title("Best labeled compound")
+    for a in (ax, bx):
+        a.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    fig.tight_layout()
+    _save(fig, path)
+    return r[ROUND_COLUMNS].reset_index(drop=True)
+
+
 def draw_all(
     *,
     oof: pd.DataFrame,
@@ -254,9 +291,10 @@ def draw_all(
     curve: pd.DataFrame | None,
     target: str,
     files: Mapping[str, str | Path],
+    rounds: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Every figure whose file ``files`` names (keys: parity, calibration, importance, funnel,
-    predictions, learning_curve); the data each one drew, under the same key."""
+    predictions, learning_curve, rounds); the data each one drew, under the same key."""
     drawn: dict[str, pd.DataFrame] = {}
     if "parity" in files:
         drawn["parity"] = parity_plot(oof, target, files["parity"])
@@ -270,4 +308,6 @@ def draw_all(
         drawn["predictions"] = prediction_plot(ranked, target, files["predictions"])
     if "learning_curve" in files and curve is not None:
         drawn["learning_curve"] = learning_curve_plot(curve, target, files["learning_curve"])
+    if "rounds" in files and rounds is not None:
+        drawn["rounds"] = rounds_plot(rounds, target, files["rounds"])
     return drawn

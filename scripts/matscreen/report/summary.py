@@ -239,6 +239,19 @@ def summary(
             "",
             _md_table(drawn["predictions"]),
         ]
+    if "rounds" in drawn:
+        out += [
+            "## Active-learning rounds",
+            "",
+            "Each round after round 0 labels the candidates the previous round's model rated best "
+            "(rounds.acquisition) and retrains. `new_mae`: the previous model's error on the round's new "
+            "PySCF labels (an out-of-sample test of the screen); `n_held_up`: new labels at least as good "
+            "as predicted within one sigma; CPU hours are the label jobs' (`results/rounds.parquet`).",
+            "",
+            f"![rounds]({img['rounds']})",
+            "",
+            _md_table(drawn["rounds"]),
+        ]
     out += [
         "## Next to label",
         "",
@@ -255,6 +268,7 @@ FIGURES = {
     "funnel": paths.FUNNEL_PLOT,
     "predictions": paths.PREDICTIONS_PLOT,
     "learning_curve": paths.LEARNING_CURVE_PLOT,
+    "rounds": paths.ROUNDS_PLOT,
 }
 
 #: Columns of the top-candidates table (summary.md and the report's HTML table).
