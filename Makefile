@@ -26,10 +26,13 @@ run: install
 	@echo
 	@echo "Ranked candidates: results/screen/ranked.parquet (top rows: results/screen/top.csv)"
 	@echo "Next to label:     results/screen/next_to_label.parquet"
+	@echo "Rounds:            results/rounds.parquet (active learning; earlier rounds under results/rounds/)"
 	@echo "Report:            results/report/summary.md  (HTML: make report)"
 
+# Two pytest workers: the tests around the shared tiny workflow run on one (tests/conftest.py), the
+# single-threaded PySCF and unit tests on the other.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 dryrun: install
 	$(BIN)/snakemake -n --configfile $(CONFIG)
