@@ -105,6 +105,12 @@ def acquisition_values(
     return out
 
 
+#: A round looks at most this many candidates per label it may still choose (each look builds a
+#: prototype, its competing phases and their resource estimates): a budget too small for the best
+#: candidates then ends the round instead of walking a million-candidate space.
+EXAMINE_PER_LABEL = 25
+
+
 def _system(formula: str) -> frozenset[str]:
     return frozenset(el.symbol for el in Composition(formula).elements)
 
@@ -179,9 +185,12 @@ def choose(
     competing_rows: list[pd.DataFrame] = []
     known = set(previous["structure_id"])
     per_family: dict[str, int] = {}
-    skipped_budget = 0
+    skipped_budget = built = 0
     for cid in order["candidate_id"]:
         if len(rows) >= left_n:
+            break
+        if built >= EXAMINE_PER_LABEL * left_n:  # each look builds a prototype and its competing phases
+            log.info("round %d: stopped after the %d best-scored candidates that pass the caps", round_, built)
             break
         rec = {"candidate_id": cid, **by_id.loc[cid].to_dict()}
         reduced = Composition(rec["formula"]).reduced_formula
@@ -195,6 +204,7 @@ def choose(
         if not computable(sorted(system), label_settings):
             continue
         row = prototype_target(rec)
+        built += 1
         if row["structure_id"] in known:
             continue
         comp = competing_targets(pd.DataFrame([row]), label_settings, known=known)
