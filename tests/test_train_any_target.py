@@ -306,3 +306,28 @@ def test_external_table_trains_and_screens_end_to_end(tmp_path):
     top = pd.read_csv(tmp_path / "top.csv")
     assert len(top) == 5 and top["rank"].tolist() == [1, 2, 3, 4, 5]
     assert len(tables.read_table(tmp_path / "next.parquet", tables.PREDICTIONS)) == 3
+
+
+# --- tables at the run's own level of theory (the shipped reference set) ------------------------
+
+
+def test_same_level_tables_must_match_and_lose_the_compounds_the_run_labeled(tmp_path):
+    """A table with a settings_hash column (matscreen's own labels, the shipped reference set) is at
+    a level of theory: another hash is refused; rows of compounds the run labeled itself are dropped
+    (the same compound twice would weigh double), from such tables only."""
+    target = "formation_energy_ev_per_atom"
+    rows = {"formula": ["K1 Mg1 F3", "Na1 Mg1 F3", "Sr1 Ti1 O3"], "family": "perovskite", target: [-3.0, -2.9, -3.5],
+            "status": ["ok", "ok", "failed"], "settings_hash": "h1"}
+    shipped = tmp_path / "shipped.parquet"
+    pd.DataFrame(rows).to_parquet(shipped)
+    other = tmp_path / "literature.csv"
+    pd.DataFrame(rows).drop(columns=["settings_hash", "status"]).to_csv(other, index=False)
+    with pytest.raises(tables.ContractError, match=r"shipped.parquet: labels at settings hash h1, .* is h2: mixing"):
+        external.read_external([str(shipped)], target, "h2")
+    ext = external.read_external([str(shipped), str(other)], target, "h1")
+    assert ext.groupby("source").size().to_dict() == {str(shipped): 2, str(other): 3}  # the failed row left out
+    own = pd.DataFrame({"structure_id": ["s-1"], "formula": ["K2 Mg2 F6"], "status": ["ok"]})
+    kept = train.same_level_duplicates_dropped(ext, own, {"s-1": "perovskite"})
+    assert sorted(zip(kept["source"], kept["formula"])) == sorted(
+        [(str(shipped), "Na1 Mg1 F3"), (str(other), "K1 Mg1 F3"), (str(other), "Na1 Mg1 F3"), (str(other), "Sr1 Ti1 O3")]
+    )

@@ -658,6 +658,26 @@ def pooled_metrics(metrics: pd.DataFrame, target: str | None = None) -> pd.DataF
     return metrics[(metrics["fold"] == "all") & (metrics["family"] == "all") & (metrics["target"] == target)]
 
 
+def same_level_duplicates_dropped(ext: pd.DataFrame, labels: pd.DataFrame, families: Mapping[str, str]) -> pd.DataFrame:
+    """External rows without the compounds the run labeled itself, for tables at the run's own level
+    of theory (a ``settings_hash`` column, checked equal when the table was read: the shipped
+    reference set): the same compound twice would weigh double. Other tables keep every row (their
+    labels are another method's, which the user chose to mix in)."""
+    from pymatgen.core import Composition
+
+    same_level = {src for src in ext["source"].unique() if "settings_hash" in external_columns(str(src))}
+    if ext.empty or not same_level:
+        return ext
+    ok = labels[labels["status"] == "ok"]
+    own = {(Composition(f).reduced_formula, families.get(sid, "")) for sid, f in zip(ok["structure_id"], ok["formula"])}
+    key = [(Composition(f).reduced_formula, fam) for f, fam in zip(ext["formula"], ext["family"])]
+    dup = ext["source"].isin(same_level).to_numpy() & np.array([k in own for k in key], dtype=bool)
+    if dup.any():
+        log.info("%d external rows are compounds this run labeled itself at the same level of theory "
+                 "(%s): the run's own labels are used", int(dup.sum()), ", ".join(sorted(same_level)))
+    return ext[~dup].reset_index(drop=True)
+
+
 def run(
     features_path: str, labels_path: str, model_out: str, metrics_out: str, oof_out: str,
     settings_: TrainSettings | Mapping[str, Any], seed: int, config_hash: str = "",
@@ -683,8 +703,9 @@ def run(
     if external_labels_path:
         from matscreen.external import as_labels
 
-        ext = tables.read_table(external_labels_path, tables.EXTERNAL_LABELS)
+        ext = same_level_duplicates_dropped(tables.read_table(external_labels_path, tables.EXTERNAL_LABELS), labels, families)
         ext_features = tables.read_table(external_features_path, tables.STRUCTURE_FEATURES)
+        ext_features = ext_features[ext_features["structure_id"].isin(set(ext["structure_id"]))].reset_index(drop=True)
         if list(ext_features.columns) != list(features.columns):
             raise ValueError(f"{external_features_path}: feature columns differ from {features_path}")
         features = pd.concat([features, ext_features], ignore_index=True)

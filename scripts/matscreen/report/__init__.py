@@ -55,8 +55,12 @@ OPTIONAL_INPUTS = ("targets", "learning_curve", "model", "rounds")
 
 
 def inputs_under(results: str | Path) -> dict[str, str]:
-    """:data:`INPUTS` under a results folder (``results/`` of a run), optional ones only where they exist."""
+    """:data:`INPUTS` under a results folder (``results/`` of a run), optional ones only where they
+    exist; ``targets`` is the last active-learning round's plan when the run had rounds."""
     found = {k: Path(results) / paths.relative(v, paths.RESULTS) for k, v in INPUTS.items()}
+    plans = {int(p.parts[-3]): p for p in Path(results).glob("rounds/*/label/targets.parquet") if p.parts[-3].isdigit()}
+    if plans:
+        found["targets"] = plans[max(plans)]
     return {k: str(p) for k, p in found.items() if k not in OPTIONAL_INPUTS or p.exists()}
 
 
