@@ -316,8 +316,13 @@ def test_same_level_tables_must_match_and_lose_the_compounds_the_run_labeled(tmp
     a level of theory: another hash is refused; rows of compounds the run labeled itself are dropped
     (the same compound twice would weigh double), from such tables only."""
     target = "formation_energy_ev_per_atom"
-    rows = {"formula": ["K1 Mg1 F3", "Na1 Mg1 F3", "Sr1 Ti1 O3"], "family": "perovskite", target: [-3.0, -2.9, -3.5],
-            "status": ["ok", "ok", "failed"], "settings_hash": "h1"}
+    rows = {
+        "formula": ["K1 Mg1 F3", "Na1 Mg1 F3", "Sr1 Ti1 O3"],
+        "family": "perovskite",
+        target: [-3.0, -2.9, -3.5],
+        "status": ["ok", "ok", "failed"],
+        "settings_hash": "h1",
+    }
     shipped = tmp_path / "shipped.parquet"
     pd.DataFrame(rows).to_parquet(shipped)
     other = tmp_path / "literature.csv"
@@ -329,5 +334,10 @@ def test_same_level_tables_must_match_and_lose_the_compounds_the_run_labeled(tmp
     own = pd.DataFrame({"structure_id": ["s-1"], "formula": ["K2 Mg2 F6"], "status": ["ok"]})
     kept = train.same_level_duplicates_dropped(ext, own, {"s-1": "perovskite"})
     assert sorted(zip(kept["source"], kept["formula"])) == sorted(
-        [(str(shipped), "Na1 Mg1 F3"), (str(other), "K1 Mg1 F3"), (str(other), "Na1 Mg1 F3"), (str(other), "Sr1 Ti1 O3")]
+        [
+            (str(shipped), "Na1 Mg1 F3"),
+            (str(other), "K1 Mg1 F3"),
+            (str(other), "Na1 Mg1 F3"),
+            (str(other), "Sr1 Ti1 O3"),
+        ]
     )
