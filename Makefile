@@ -29,10 +29,10 @@ run: install
 	@echo "Rounds:            results/rounds.parquet (active learning; earlier rounds under results/rounds/)"
 	@echo "Report:            results/report/summary.md  (HTML: make report)"
 
-# Two pytest workers: the tests around the shared tiny workflow run on one (tests/conftest.py), the
-# single-threaded PySCF and unit tests on the other.
+# Two pytest workers, whole test files each (module fixtures run once); the shared tiny workflow
+# run is made once for both (tests/workflow_utils.py: baseline_run).
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 dryrun: install
 	$(BIN)/snakemake -n --configfile $(CONFIG)

@@ -70,13 +70,3 @@ def replay_scf(monkeypatch: pytest.MonkeyPatch) -> ReplaySCF:
     monkeypatch.setattr(engine, "run_scf", replay.run_scf)
     monkeypatch.setattr(eos, "run_scf", replay.run_scf)
     return replay
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``), every test of a module that
-    uses the shared tiny workflow run (``workflow_utils.baseline_run``) goes to one worker, so the
-    run is made once; the other tests (mostly single-threaded PySCF and unit tests) fill the other."""
-    for item in items:
-        module = getattr(item, "module", None)
-        if module is not None and hasattr(module, "baseline_run"):
-            item.add_marker(pytest.mark.xdist_group("baseline"))

@@ -8,6 +8,7 @@ filled label store, and never change it in place.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -114,15 +115,29 @@ def baseline_run(tmp_path_factory) -> Path:
 
     Never modify it: copy it with :func:`copy_workdir` or copy its label store. A failed baseline
     is not retried: every later test that needs it fails at once with the first failure's output
-    (a retry would cost another whole run per test module and fail the same way).
+    (a retry would cost another whole run per test module and fail the same way). Under
+    pytest-xdist (``make test``) the workers of one session share it: the first that needs it runs
+    it under a file lock in their common temporary folder, the others wait and read it.
     """
     if "work" not in _BASELINE and "failed" not in _BASELINE:
-        work = make_workdir(tmp_path_factory.mktemp("baseline"))
-        res = snakemake(work)
-        if res.returncode != 0:
-            _BASELINE["failed"] = res.stdout[-5000:] + res.stderr[-8000:]
-        else:
-            _BASELINE["work"] = work
+        root = tmp_path_factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            root = root.parent  # .../pytest-N/ holds popen-gw0/, popen-gw1/: one per session
+        shared = root / "shared-baseline"
+        with open(root / "shared-baseline.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+            done, failed = root / "shared-baseline.done", root / "shared-baseline.failed"
+            if not done.exists() and not failed.exists():
+                shutil.rmtree(shared, ignore_errors=True)  # a worker killed mid-run leaves a partial one
+                res = snakemake(make_workdir(shared))
+                if res.returncode != 0:
+                    failed.write_text(res.stdout[-5000:] + res.stderr[-8000:])
+                else:
+                    done.touch()
+            if failed.exists():
+                _BASELINE["failed"] = failed.read_text()
+            else:
+                _BASELINE["work"] = shared / "run"
     if "failed" in _BASELINE:
         raise AssertionError(f"the shared baseline run failed:\n{_BASELINE['failed']}")
     return Path(_BASELINE["work"])
