@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from matscreen import enumerate as en
-from matscreen import featurize, screen, train
+from matscreen import featurize, screen, tables, train
 from matscreen.predict_fast import KZERO, Forest
 
 
@@ -123,12 +123,22 @@ def test_ensemble_predict_takes_the_fast_path_with_the_same_result(real, monkeyp
 
 
 def test_screen_predict_is_unchanged(real, monkeypatch):
+    """Fast path or not, features in the candidates' order or not: the frame of the join + LightGBM."""
     ens, feats, _ = real
     cand = pd.DataFrame({"candidate_id": feats["candidate_id"], "family": "perovskite", "formula": "X"})
     monkeypatch.setattr(train, "FAST_MIN_ROWS", 10**9)
     slow = screen.predict(ens, cand, feats, block_rows=2500)
+    joined = tables.join_one_to_one(cand, feats, "candidate_id", left_name="c", right_name="f")
+    mean, std = ens.predict(joined)
+    np.testing.assert_array_equal(slow["prediction"].to_numpy(), mean)
+    np.testing.assert_array_equal(slow["uncertainty"].to_numpy(), std)
+    pd.testing.assert_frame_equal(
+        slow[["candidate_id", "family", "formula"]], joined[["candidate_id", "family", "formula"]]
+    )
     monkeypatch.setattr(train, "FAST_MIN_ROWS", 1)
     pd.testing.assert_frame_equal(screen.predict(ens, cand, feats, block_rows=2500, threads=2), slow, check_exact=True)
+    shuffled = feats.sample(frac=1.0, random_state=4)
+    pd.testing.assert_frame_equal(screen.predict(ens, cand, shuffled, block_rows=2500), slow, check_exact=True)
 
 
 def test_blocks_and_threads_do_not_change_the_result(real):

@@ -594,6 +594,16 @@ def join_one_to_one(
     NaN features and a prediction like every other such row, and a swapped or empty feature
     shard would rank every candidate alike.
     """
+    one_to_one_positions(left, right, key, left_name=left_name, right_name=right_name, complete=complete)
+    return left.merge(right, on=key, how="inner", validate="1:1")
+
+
+def one_to_one_positions(
+    left: pd.DataFrame, right: pd.DataFrame, key: str, *, left_name: str, right_name: str,
+    complete: str = "both",
+) -> np.ndarray:
+    """The checks of :func:`join_one_to_one`, without the join: for every row of ``left`` (in
+    order), the position of its partner in ``right`` (the rows of the join are ``left``'s, in order)."""
     for df, name in ((left, left_name), (right, right_name)):
         dup = df[key][df[key].duplicated()]
         if len(dup):
@@ -610,7 +620,7 @@ def join_one_to_one(
             f"{right_name}: {len(extra)} of {len(rk)} rows have no row in {left_name} "
             f"(first {key} {extra[0]!r}); are the files of one shard/run given together?"
         )
-    return left.merge(right, on=key, how="inner", validate="1:1")
+    return pd.Index(right[key]).get_indexer(left[key])
 
 
 # --- shard sets -----------------------------------------------------------------------------
