@@ -127,3 +127,19 @@ def test_rank_order_is_the_three_key_sort(settings_):
     pd.testing.assert_frame_equal(ranked, _rank_by_sort_values(preds, settings_), check_exact=True)
     unique = preds.assign(prediction=rng.normal(size=n))  # no ties: the ids are never compared
     pd.testing.assert_frame_equal(screen.rank(unique, settings_), _rank_by_sort_values(unique, settings_))
+
+
+def test_concat_frames_is_pd_concat():
+    """tables.read_tables concatenates shards without pandas' per-value check of all-None columns."""
+    rng = np.random.default_rng(0)
+
+    def frame(n: int, none_only: bool) -> pd.DataFrame:
+        return pd.DataFrame({"candidate_id": [f"c{i}" for i in rng.integers(0, 10**9, n)],
+                             "passes_filters": pd.Series([None] * n, dtype=object),
+                             "maybe": pd.Series([None] * n if none_only else [None, True] * (n // 2), dtype=object),
+                             "score": rng.normal(size=n), "rank": np.full(n, np.nan)})
+
+    for frames in ([frame(10, True), frame(6, True)], [frame(10, True), frame(6, False)], [frame(4, True)]):
+        out = tables.concat_frames(frames)
+        pd.testing.assert_frame_equal(out, pd.concat(frames, ignore_index=True), check_exact=True)
+        assert list(out["passes_filters"]) == [None] * len(out)

@@ -568,7 +568,7 @@ def read_tables(paths: Iterable[str | os.PathLike[str]], table: Table) -> pd.Dat
     frames = [read_table(p, table) for p in paths]
     if not frames:
         return empty_frame(table)
-    out = pd.concat(frames, ignore_index=True)
+    out = concat_frames(frames)
     key = list(table.key)
     if len(out) and out.duplicated(key).any():
         origin = np.repeat(np.arange(len(paths)), [len(f) for f in frames])
@@ -578,6 +578,23 @@ def read_tables(paths: Iterable[str | os.PathLike[str]], table: Table) -> pd.Dat
         files = sorted({paths[i] for i in origin[same]})
         raise ContractError(f"{table.name}: primary key {first} is in more than one shard ({', '.join(files)}); "
                             "a stale shard of an earlier run? (re-run the stage that wrote them)")
+    return out
+
+
+def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """``pd.concat(frames, ignore_index=True)``, without pandas' check of every value of a column
+    that holds only None (the ``passes_filters`` column of unranked predictions: a Python call per
+    value, ~3 s for a million rows); such a column (None in every frame) is added back as is."""
+    columns = list(frames[0].columns)
+    if len(frames) < 2 or any(list(f.columns) != columns for f in frames):
+        return pd.concat(frames, ignore_index=True)
+    nones = [c for c in columns
+             if all(f[c].dtype == object and all(v is None for v in f[c].to_numpy()) for f in frames)]
+    if not nones:
+        return pd.concat(frames, ignore_index=True)
+    out = pd.concat([f.drop(columns=nones) for f in frames], ignore_index=True)
+    for c in nones:
+        out.insert(columns.index(c), c, np.full(len(out), None, dtype=object))
     return out
 
 
