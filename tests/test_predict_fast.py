@@ -206,6 +206,12 @@ def test_models_it_cannot_evaluate_are_left_to_lightgbm(real, monkeypatch):
         lgb.Dataset(X, label=(y > 0).astype(float)),
         num_boost_round=5,
     )
+    linear = lgb.train(
+        {"objective": "regression", "verbosity": -1, "num_threads": 1, "linear_tree": True},
+        lgb.Dataset(np.nan_to_num(X), label=y),
+        num_boost_round=5,
+    )
+    assert Forest.from_boosters([linear], X.shape[1]) is None
     assert any(n["decision_type"] == "==" for n in _splits([cat]))
     assert Forest.from_boosters([cat], X.shape[1]) is None
     assert Forest.from_boosters([binary], X.shape[1]) is None
@@ -216,3 +222,13 @@ def test_models_it_cannot_evaluate_are_left_to_lightgbm(real, monkeypatch):
     np.testing.assert_array_equal(mean, cat.predict(X))
     with pytest.raises(ValueError, match="float32"):
         Forest.from_boosters(real[0].boosters, len(real[0].features)).predict(real[2].astype(np.float64))
+
+
+def test_trees_of_one_leaf():
+    X, _ = _synthetic()
+    constant = lgb.train(
+        {"objective": "regression", "verbosity": -1, "num_threads": 1},
+        lgb.Dataset(X, label=np.full(len(X), 0.25)),
+        num_boost_round=5,
+    )
+    np.testing.assert_array_equal(Forest.from_boosters([constant], X.shape[1]).predict(X), _lightgbm([constant], X))
