@@ -8,8 +8,12 @@ the *default* ensemble (``train:`` defaults: 5 boosters x 300 rounds, size-scale
 
 Timed (a second child process, so its peak RSS is the screen's alone): for each shard read the
 candidates, featurize them (default settings, vectorised path), predict with every booster
-(``screen.predict``, blocks of 100,000 rows), write the predictions; then rank all shards
-(``screen.rank``) and write ranked.parquet and top.csv. Prints wall time per step and peak RSS.
+(``screen.predict``, blocks of 100,000 rows: ``matscreen.predict_fast``), write the predictions;
+then rank all shards (``screen.rank``) and write ranked.parquet and top.csv. Prints wall time per
+step, peak RSS and the load average (other processes share the cores).
+
+Then, not timed: LightGBM's own ``Booster.predict`` and the fast path on the first ``--check-rows``
+candidates, their times and whether the predictions are equal bit for bit.
 
 Usage::
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -132,11 +137,43 @@ def timed(args: argparse.Namespace, folder: Path) -> None:
     t["rank"] = time.perf_counter() - a
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    load = os.getloadavg()[0]
+    check = compare_with_lightgbm(models, folder, fs, args.check_rows, args.threads) if args.check_rows else {}
     print(
         json.dumps(
-            {"rows": n, "wall_s": round(wall, 1), "peak_rss_mb": round(peak), **{k: round(v, 1) for k, v in t.items()}}
+            {
+                "rows": n,
+                "wall_s": round(wall, 1),
+                "peak_rss_mb": round(peak),
+                **{k: round(v, 1) for k, v in t.items()},
+                "load_1min": round(load, 1),
+                **check,
+            }
         )
     )
+
+
+def compare_with_lightgbm(models, folder: Path, fs, rows: int, threads: int) -> dict:
+    """LightGBM's Booster.predict vs the fast path of Ensemble.predict on the first rows of shard 0."""
+    from matscreen import featurize
+
+    ens = next(iter(models.values()))
+    cand = pd.read_parquet(folder / "cand-0.parquet").head(rows)
+    X = featurize.featurize_frame(cand, "candidate_id", fs)[ens.features].to_numpy(dtype=np.float32)
+    forest = ens.fast_forest()
+    a = time.perf_counter()
+    slow = np.stack([b.predict(X, num_threads=threads) for b in ens.boosters])
+    b = time.perf_counter()
+    fast = forest.predict(X, num_threads=threads) if forest is not None else slow
+    c = time.perf_counter()
+    return {
+        "check_rows": len(X),
+        "trees": sum(b.num_trees() for b in ens.boosters),
+        "lightgbm_s": round(b - a, 2),
+        "fast_s": round(c - b, 2),
+        "fast_path": forest is not None,
+        "bitwise_equal": bool(np.array_equal(slow, fast)),
+    }
 
 
 def main() -> None:
@@ -145,6 +182,7 @@ def main() -> None:
     p.add_argument("--shards", type=int, default=10)
     p.add_argument("--threads", type=int, default=2, help="LightGBM prediction threads (default: 2 cores)")
     p.add_argument("--denominator", type=int, default=8)
+    p.add_argument("--check-rows", type=int, default=100_000, help="rows of the LightGBM comparison (0: none)")
     p.add_argument("--child", choices=["setup", "timed"], default=None)
     p.add_argument("--folder", default=None)
     args = p.parse_args()
@@ -163,6 +201,8 @@ def main() -> None:
             str(args.threads),
             "--denominator",
             str(args.denominator),
+            "--check-rows",
+            str(args.check_rows),
             "--folder",
             folder,
         ]
@@ -172,8 +212,15 @@ def main() -> None:
         print(
             f"screened {r['rows']:,} candidates (featurize + predict with the default ensemble + rank) in "
             f"{r['wall_s']} s, peak RSS {r['peak_rss_mb']} MB; read {r['read']} s, featurize {r['featurize']} s, "
-            f"predict {r['predict']} s ({args.threads} threads), write {r['write']} s, rank {r['rank']} s"
+            f"predict {r['predict']} s ({args.threads} threads), write {r['write']} s, rank {r['rank']} s; "
+            f"load average {r['load_1min']}"
         )
+        if "check_rows" in r:
+            print(
+                f"check (not timed): {r['check_rows']:,} rows x {r['trees']} trees: LightGBM Booster.predict "
+                f"{r['lightgbm_s']} s, fast path {r['fast_s']} s ({r['lightgbm_s'] / max(r['fast_s'], 1e-9):.1f}x; "
+                f"used: {r['fast_path']}), bitwise equal: {r['bitwise_equal']}"
+            )
 
 
 if __name__ == "__main__":

@@ -95,3 +95,51 @@ def test_missing_features_are_named():
     ens, _, _ = train.train(feats, labels, SETTINGS, seed=1)
     with pytest.raises(ValueError, match="f2"):
         ens.predict(feats.drop(columns="f2"))
+
+
+def _rank_by_sort_values(predictions: pd.DataFrame, settings_: dict) -> pd.DataFrame:
+    """screen.rank as it was written first (pandas sort on the three keys), the reference."""
+    s = screen.settings(settings_)
+    df = predictions.copy()
+    passes = screen.filter_mask(df, s)
+    df["passes_filters"] = passes
+    df["score"] = screen.score(df, s)
+    df["_out"] = ~passes
+    df = df.sort_values(["_out", "score", "candidate_id"], kind="mergesort").drop(columns="_out").reset_index(drop=True)
+    n_pass = int(passes.sum())
+    df["rank"] = pd.array(list(range(1, n_pass + 1)) + [pd.NA] * (len(df) - n_pass), dtype="Int64")
+    return df
+
+
+@pytest.mark.parametrize("settings_", [{}, {"kappa": 0.0, "maximize": True},
+                                       {"filters": [{"target": "formation_energy_ev_per_atom", "max": 0.2}]}])
+def test_rank_order_is_the_three_key_sort(settings_):
+    """Ties on score (broken by candidate_id), NaN scores (last), filters (outside last, no rank)."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    preds = pd.DataFrame({"candidate_id": [f"c-{i:05d}" for i in rng.permutation(n)], "family": "perovskite",
+                          "formula": "X", "target": "formation_energy_ev_per_atom",
+                          "prediction": np.round(rng.normal(size=n), 1),
+                          "uncertainty": np.where(rng.random(n) < 0.5, 0.0, 0.1)})
+    preds.loc[rng.random(n) < 0.05, "prediction"] = np.nan
+    preds["pred__formation_energy_ev_per_atom"] = preds["prediction"]
+    ranked = screen.rank(preds, settings_)
+    pd.testing.assert_frame_equal(ranked, _rank_by_sort_values(preds, settings_), check_exact=True)
+    unique = preds.assign(prediction=rng.normal(size=n))  # no ties: the ids are never compared
+    pd.testing.assert_frame_equal(screen.rank(unique, settings_), _rank_by_sort_values(unique, settings_))
+
+
+def test_concat_frames_is_pd_concat():
+    """tables.read_tables concatenates shards without pandas' per-value check of all-None columns."""
+    rng = np.random.default_rng(0)
+
+    def frame(n: int, none_only: bool) -> pd.DataFrame:
+        return pd.DataFrame({"candidate_id": [f"c{i}" for i in rng.integers(0, 10**9, n)],
+                             "passes_filters": pd.Series([None] * n, dtype=object),
+                             "maybe": pd.Series([None] * n if none_only else [None, True] * (n // 2), dtype=object),
+                             "score": rng.normal(size=n), "rank": np.full(n, np.nan)})
+
+    for frames in ([frame(10, True), frame(6, True)], [frame(10, True), frame(6, False)], [frame(4, True)]):
+        out = tables.concat_frames(frames)
+        pd.testing.assert_frame_equal(out, pd.concat(frames, ignore_index=True), check_exact=True)
+        assert list(out["passes_filters"]) == [None] * len(out)

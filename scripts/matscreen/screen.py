@@ -71,16 +71,19 @@ def predict(
     ``uncertainty`` are the first (primary) target's; every target has its own columns.
     """
     models = {model.target: model} if isinstance(model, Ensemble) else dict(model)
-    df = tables.join_one_to_one(candidates[["candidate_id", "family", "formula"]], features, "candidate_id",
-                                left_name=candidates_name, right_name=features_name, complete="both")
-    n = len(df)
-    out = df[["candidate_id", "family", "formula"]].copy()
+    out = candidates[["candidate_id", "family", "formula"]].reset_index(drop=True)
+    # the rows of the join of candidates with their features (one to one), without copying the features
+    pos = tables.one_to_one_positions(out, features, "candidate_id", left_name=candidates_name,
+                                      right_name=features_name, complete="both")
+    n = len(out)
+    in_order = bool((pos == np.arange(n)).all())
     cols: dict[str, np.ndarray] = {}
     for target, ens in models.items():
         mean, std = np.empty(n), np.empty(n)
         for start in range(0, n, block_rows):
             stop = min(start + block_rows, n)
-            mean[start:stop], std[start:stop] = ens.predict(df.iloc[start:stop], num_threads=threads)
+            rows = features.iloc[start:stop] if in_order else features.iloc[pos[start:stop]]
+            mean[start:stop], std[start:stop] = ens.predict(rows, num_threads=threads)
         cols[pred_column(target)], cols[std_column(target)] = mean, std
     primary = next(iter(models))
     out["target"] = primary
@@ -142,11 +145,32 @@ def rank(predictions: pd.DataFrame, settings_: Mapping[str, Any] | ScreenSetting
     passes = filter_mask(df, s)
     df["passes_filters"] = passes
     df["score"] = score(df, s)
-    df["_out"] = ~passes
-    df = df.sort_values(["_out", "score", "candidate_id"], kind="mergesort").drop(columns="_out").reset_index(drop=True)
+    df = df.take(_rank_order(passes, df["score"].to_numpy(dtype=np.float64), df["candidate_id"])).reset_index(drop=True)
     n_pass = int(passes.sum())
-    df["rank"] = pd.array(list(range(1, n_pass + 1)) + [pd.NA] * (len(df) - n_pass), dtype="Int64")
+    rank_ = np.zeros(len(df), dtype=np.int64)
+    rank_[:n_pass] = np.arange(1, n_pass + 1)
+    df["rank"] = pd.arrays.IntegerArray(rank_, np.arange(len(df)) >= n_pass)
     return df
+
+
+def _rank_order(passes: np.ndarray, score_: np.ndarray, candidate_id: pd.Series) -> np.ndarray:
+    """Row order of the ranking: passing candidates first, then by score (NaN last), then by
+    candidate_id; stable (what ``sort_values([...], kind="mergesort")`` gives). Only the rows that
+    tie on (passes, score) have their ids compared: sorting a million id strings takes seconds."""
+    out = ~np.asarray(passes, dtype=bool)
+    order = np.lexsort((score_, out))
+    s, o = score_[order], out[order]
+    same = (o[1:] == o[:-1]) & ((s[1:] == s[:-1]) | (np.isnan(s[1:]) & np.isnan(s[:-1])))
+    if not same.any():
+        return order
+    tied = np.zeros(len(order), dtype=bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    rows = order[tied]
+    ids = candidate_id.to_numpy(dtype=object)[rows]
+    id_rank = np.zeros(len(order), dtype=np.int64)
+    id_rank[rows] = np.unique(ids, return_inverse=True)[1].reshape(-1)
+    return np.lexsort((id_rank, score_, out))
 
 
 def next_to_label(ranked: pd.DataFrame, labeled_candidates: set[str],

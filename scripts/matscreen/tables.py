@@ -596,7 +596,7 @@ def read_tables(paths: Iterable[str | os.PathLike[str]], table: Table) -> pd.Dat
     frames = [read_table(p, table) for p in paths]
     if not frames:
         return empty_frame(table)
-    out = pd.concat(frames, ignore_index=True)
+    out = concat_frames(frames)
     key = list(table.key)
     if len(out) and out.duplicated(key).any():
         origin = np.repeat(np.arange(len(paths)), [len(f) for f in frames])
@@ -606,6 +606,23 @@ def read_tables(paths: Iterable[str | os.PathLike[str]], table: Table) -> pd.Dat
         files = sorted({paths[i] for i in origin[same]})
         raise ContractError(f"{table.name}: primary key {first} is in more than one shard ({', '.join(files)}); "
                             "a stale shard of an earlier run? (re-run the stage that wrote them)")
+    return out
+
+
+def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """``pd.concat(frames, ignore_index=True)``, without pandas' check of every value of a column
+    that holds only None (the ``passes_filters`` column of unranked predictions: a Python call per
+    value, ~3 s for a million rows); such a column (None in every frame) is added back as is."""
+    columns = list(frames[0].columns)
+    if len(frames) < 2 or any(list(f.columns) != columns for f in frames):
+        return pd.concat(frames, ignore_index=True)
+    nones = [c for c in columns
+             if all(f[c].dtype == object and all(v is None for v in f[c].to_numpy()) for f in frames)]
+    if not nones:
+        return pd.concat(frames, ignore_index=True)
+    out = pd.concat([f.drop(columns=nones) for f in frames], ignore_index=True)
+    for c in nones:
+        out.insert(columns.index(c), c, np.full(len(out), None, dtype=object))
     return out
 
 
@@ -622,6 +639,16 @@ def join_one_to_one(
     NaN features and a prediction like every other such row, and a swapped or empty feature
     shard would rank every candidate alike.
     """
+    one_to_one_positions(left, right, key, left_name=left_name, right_name=right_name, complete=complete)
+    return left.merge(right, on=key, how="inner", validate="1:1")
+
+
+def one_to_one_positions(
+    left: pd.DataFrame, right: pd.DataFrame, key: str, *, left_name: str, right_name: str,
+    complete: str = "both",
+) -> np.ndarray:
+    """The checks of :func:`join_one_to_one`, without the join: for every row of ``left`` (in
+    order), the position of its partner in ``right`` (the rows of the join are ``left``'s, in order)."""
     for df, name in ((left, left_name), (right, right_name)):
         dup = df[key][df[key].duplicated()]
         if len(dup):
@@ -638,7 +665,7 @@ def join_one_to_one(
             f"{right_name}: {len(extra)} of {len(rk)} rows have no row in {left_name} "
             f"(first {key} {extra[0]!r}); are the files of one shard/run given together?"
         )
-    return left.merge(right, on=key, how="inner", validate="1:1")
+    return pd.Index(right[key]).get_indexer(left[key])
 
 
 # --- shard sets -----------------------------------------------------------------------------

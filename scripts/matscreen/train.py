@@ -34,12 +34,17 @@ from scipy.stats import spearmanr
 from matscreen import tables
 from matscreen.atomic import outputs_together, write_text
 from matscreen.config import ConfigError, build_settings, settings_dict
+from matscreen.predict_fast import Forest
 from matscreen.provenance import provenance
 
 log = logging.getLogger(__name__)
 
 #: Prefix of features that only structures have (never used for a model that screens compositions).
 STRUCTURE_ONLY_PREFIX = "struct_"
+
+#: Rows from which :meth:`Ensemble.predict` compiles the boosters (:mod:`matscreen.predict_fast`, ~1 ms
+#: per tree, once per ensemble) instead of calling ``Booster.predict`` (~130 ns per tree and row).
+FAST_MIN_ROWS = 10_000
 
 #: Fraction of a normal distribution within one standard deviation.
 ONE_SIGMA = 0.6826894921370859
@@ -206,16 +211,32 @@ class Ensemble:
     settings: dict[str, Any]
     std_scale: float = 1.0
     params: dict[str, Any] = field(default_factory=dict)
+    _fast: tuple[tuple[int, ...], Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def predict(self, X: pd.DataFrame, num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Prediction (the all-rows booster) and (calibrated) standard deviation over the ensemble."""
+        """Prediction (the all-rows booster) and (calibrated) standard deviation over the ensemble.
+
+        From :data:`FAST_MIN_ROWS` rows on, the boosters are evaluated by
+        :mod:`matscreen.predict_fast` (the same doubles as ``Booster.predict``, ~10x faster).
+        """
         missing = [f for f in self.features if f not in X.columns]
         if missing:
             raise ValueError(f"features missing from the table: {missing[:5]}{'...' if len(missing) > 5 else ''}")
         arr = X[self.features].to_numpy(dtype=np.float32)
-        preds = np.stack([b.predict(arr, num_threads=num_threads) for b in self.boosters])
+        forest = self.fast_forest() if arr.shape[0] >= FAST_MIN_ROWS else None
+        if forest is not None:
+            preds = forest.predict(arr, num_threads=num_threads)
+        else:
+            preds = np.stack([b.predict(arr, num_threads=num_threads) for b in self.boosters])
         std = preds.std(axis=0, ddof=1) if len(self.boosters) > 1 else np.zeros(arr.shape[0])
         return preds[0], std * self.std_scale
+
+    def fast_forest(self) -> Forest | None:
+        """The boosters compiled for :mod:`matscreen.predict_fast` (once), or None where LightGBM predicts."""
+        key = tuple(id(b) for b in self.boosters)
+        if self._fast is None or self._fast[0] != key:
+            self._fast = (key, Forest.from_boosters(self.boosters, len(self.features)))
+        return self._fast[1]
 
     def as_dict(self) -> dict[str, Any]:
         return {"features": self.features, "target": self.target, "settings": self.settings,
