@@ -1,7 +1,7 @@
 """Benchmark of stability labels: the cost of competing phases and of the volume fit, per family,
 and the reaction energy they give (SrTiO3 from SrO + TiO2, MgAl2O4 from MgO + Al2O3).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/stability.py --system sto --relax none [--basis B] [--store DIR]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/stability.py --system sto --relax none [--basis B] [--kmesh 1,1,1] [--store DIR]
 
 One compound per family is labeled through ``matscreen label`` (``label.label_files``): the compound,
 the competing binaries the library chooses for its chemical system (``label.competing``), the
@@ -46,6 +46,8 @@ def main() -> None:
     ap.add_argument("--relax", default="none", choices=["none", "volume"])
     ap.add_argument("--basis", default=None, help="label.basis (default: the schema's)")
     ap.add_argument("--store", default="/tmp/matscreen-bench-stability")
+    ap.add_argument("--kmesh", default=None, help="label.kpoints.kmesh for every cell, e.g. 1,1,1 (Gamma: cheap, "
+                    "for the cost factor of the volume fit on large cells); default: the schema's kdensity")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -56,7 +58,10 @@ def main() -> None:
     settings = {"relax": args.relax, "store": args.store, "formation_energy_window_ev_per_atom": [-50, 50]}
     if args.basis:
         settings["basis"] = args.basis
-    out = Path(args.store) / f"{args.system}-{args.relax}-{args.basis or 'default'}.parquet"
+    if args.kmesh:
+        settings["kpoints"] = {"kmesh": [int(k) for k in args.kmesh.split(",")]}
+    kmesh = f"-k{args.kmesh.replace(',', '')}" if args.kmesh else ""
+    out = Path(args.store) / f"{args.system}-{args.relax}-{args.basis or 'default'}{kmesh}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     st = compound(args.system)
     tmp_in = out.with_suffix(".json")

@@ -65,6 +65,8 @@ def test_workflow_trains_on_external_labels(tmp_path_factory):
     cfg = read_config(work)
     cfg["train"]["external_labels"] = ["my labels.csv"]
     cfg["train"]["target"] = "formation_energy_ev_per_atom"  # the column the table has
+    # one round: a model trained on other data would choose other round-1 candidates (new labels)
+    cfg["rounds"]["count"] = 1
     write_config(work, cfg)
     res = snakemake(work)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
@@ -73,7 +75,7 @@ def test_workflow_trains_on_external_labels(tmp_path_factory):
     r = work / "results"
     ext = tables.read_table(r / "train/external_labels.parquet", tables.EXTERNAL_LABELS)
     assert len(ext) == 4
-    base_oof = tables.read_table(base / "results/train/oof_predictions.parquet", tables.OOF_PREDICTIONS)
+    base_oof = tables.read_table(base / "results/rounds/0/train/oof_predictions.parquet", tables.OOF_PREDICTIONS)
     oof = tables.read_table(r / "train/oof_predictions.parquet", tables.OOF_PREDICTIONS)
     assert set(oof["structure_id"]) == set(base_oof["structure_id"]) | set(ext["structure_id"])
     ext_feats = tables.read_table(r / "featurize/external.parquet", tables.STRUCTURE_FEATURES)

@@ -228,3 +228,33 @@ def test_stability_targets_improve_on_the_threshold_not_on_the_best_label():
     ei = rounds.acquisition_values(mu, sigma, hull.incumbent(pd.Series([0.0])), hull, "ei", 1.0)
     assert ei[0] == pytest.approx(0.02 * stats.norm.cdf(2.0) + 0.01 * stats.norm.pdf(2.0), rel=1e-12)
     assert ei[1] < 1e-12
+
+
+def test_cells_larger_than_max_sites_are_passed_over():
+    cand, _ = en.enumerate_candidates(
+        {
+            "families": ["perovskite", "spinel"],
+            "cations": ["Li", "Na", "K", "Mg", "Ca", "Al", "Ti", "Zn"],
+            "sites": {"perovskite": {"A": None, "B": None, "X": ["F"]}, "spinel": {"A": None, "B": None, "X": ["O"]}},
+        }
+    )
+    # the spinels are predicted best by far: without a cap they are chosen first
+    target = MIN.target
+    preds = pd.DataFrame(
+        {
+            "candidate_id": cand["candidate_id"],
+            "family": cand["family"],
+            "formula": cand["formula"],
+            f"pred__{target}": np.where(cand["family"] == "spinel", -5.0, -1.0),
+            f"std__{target}": 0.1,
+        }
+    )
+    plan = rounds.extend(tables.empty_frame(tables.LABEL_TARGETS), tables.empty_frame(tables.LABEL_TARGETS))
+    labels = pd.DataFrame(
+        {"structure_id": pd.Series(dtype=str), "status": pd.Series(dtype=str), target: pd.Series(dtype=float)}
+    )
+    free = rounds.choose(preds, cand, plan, labels, MIN, _settings(labels_per_round=2), LABEL, 1)
+    capped = rounds.choose(preds, cand, plan, labels, MIN, _settings(labels_per_round=2, max_sites=5), LABEL, 1)
+    assert set(free.loc[free["origin"] == "candidate", "family"]) == {"spinel"}
+    chosen = capped[capped["origin"] == "candidate"]
+    assert set(chosen["family"]) == {"perovskite"} and (chosen["nsites"] <= 5).all() and len(chosen) == 2

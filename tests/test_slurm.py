@@ -60,12 +60,20 @@ def slurm_run(cluster, tmp_path_factory) -> Path:
     """The tiny workflow under SLURM, from the inputs, config and label store of the local baseline,
     less the store entries of its cheapest compound, competing phase and element: those three are
     computed again with PySCF in SLURM jobs, the rest come from the store. (Every label from nothing
-    a second time, and equal, is test_faults' two-runs test.)"""
+    a second time, and equal, is test_faults' killed run.)"""
     base = baseline_run(tmp_path_factory)
     work = copy_workdir(base, tmp_path_factory.mktemp("slurm"), results=False)
     store = next((work / read_config(work)["label"]["store"]).iterdir())  # <store>/<settings hash>
+    # round 0's (label_structure, label_competing, label_reference); the active-learning round's
+    # jobs are other rules (label_structure_round, ...), run under SLURM all the same
+    round0 = set(tables.read_table(base / "results/label/targets.parquet", tables.LABEL_TARGETS)["structure_id"])
+    elements0 = set(
+        tables.read_table(base / "results/label/reference_targets.parquet", tables.REFERENCE_TARGETS)["element"]
+    )
     labels = tables.read_table(base / "results/label/labels.parquet", tables.LABELS)
+    labels = labels[labels["structure_id"].isin(round0)]
     refs = tables.read_table(base / "results/label/references.parquet", tables.REFERENCES)
+    refs = refs[refs["element"].isin(elements0)]
     for origin in ("candidate", "competing"):
         rows = labels[labels["origin"] == origin]
         (store / "structures" / f"{rows.loc[rows['wall_s'].idxmin(), 'structure_id']}.parquet").unlink()

@@ -302,7 +302,7 @@ sys.exit(main())
 
 
 def snakemake_controller_imports(
-    workdir: Path, *args: str, timeout: int = 600
+    workdir: Path, *args: str, timeout: int = 1200
 ) -> tuple[subprocess.CompletedProcess, dict[str, bool]]:
     """Like :func:`snakemake`, and which of PySCF and pymatgen the Snakemake controller imported."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

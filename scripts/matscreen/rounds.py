@@ -15,7 +15,7 @@ walks them best first:
 
 Diversity: one candidate per reduced formula, at most ``rounds.max_per_system`` per chemical
 system (counting the compounds already labeled) and ``rounds.max_per_family`` per family in a
-round. Budget: ``rounds.budget.labels`` compounds and ``rounds.budget.cpu_hours`` estimated CPU
+round; cells of more than ``rounds.max_sites`` atoms are passed over. Budget: ``rounds.budget.labels`` compounds and ``rounds.budget.cpu_hours`` estimated CPU
 hours (the resource model's ``runtime_min`` x ``threads``, the compound's and its new competing
 phases') over every round after round 0; a candidate that would not fit is passed over, and
 when nothing fits the round chooses nothing and says so. The checkpoint writes the *cumulative*
@@ -61,6 +61,7 @@ class RoundsSettings:
     kappa: float
     max_per_system: int | None
     max_per_family: int | None
+    max_sites: int | None
     budget: Budget
 
 
@@ -205,7 +206,7 @@ def choose(
             continue
         row = prototype_target(rec)
         built += 1
-        if row["structure_id"] in known:
+        if row["structure_id"] in known or (s.max_sites is not None and row["nsites"] > s.max_sites):
             continue
         comp = competing_targets(pd.DataFrame([row]), label_settings, known=known)
         cost = 0.0

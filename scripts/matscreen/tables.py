@@ -294,7 +294,8 @@ REFERENCE_LABELS = Table(
     ),
     key=("structure_id", "settings_hash"),
     columns=(
-        *(c for c in LABEL_TARGETS.columns if c.name not in ("formula", "nsites", "stored", "mem_mb", "runtime_min", "threads")),
+        *(c for c in LABEL_TARGETS.columns
+          if c.name not in ("formula", "nsites", "stored", "mem_mb", "runtime_min", "threads", "round")),
         *(c for c in LABELS.columns if c.name not in ("structure_id", "origin", "prototype")),
     ),
 )
