@@ -299,7 +299,12 @@ def test_report_says_what_changed(refreshed):
     new_id = _new_id(work)
     text = (work / "results/report/summary.md").read_text()
     section = text.split("## Changes since the last run", 1)[1].split("\n## Ingest", 1)[0]
-    assert "1 new, 0 removed" in section and "PySCF labels: 1 new, 0 changed" in section
+    # the new file's label, plus what the retrained model's round 1 chose anew instead of the baseline's picks
+    anew = _chosen_anew(work, base)
+    old_labels = set(tables.read_table(base / "results/label/labels.parquet", tables.LABELS)["structure_id"])
+    new_labels = set(tables.read_table(work / "results/label/labels.parquet", tables.LABELS)["structure_id"])
+    assert "Structures ingested: 1 new, 0 removed" in section
+    assert f"PySCF labels: {1 + len(anew)} new, 0 changed, {len(old_labels - new_labels)} no longer selected" in section
     assert new_id in section and NEW_NAME in section
     old_metrics = tables.read_table(base / "results/train/cv_metrics.parquet", tables.CV_METRICS)
     new_metrics = tables.read_table(work / "results/train/cv_metrics.parquet", tables.CV_METRICS)
