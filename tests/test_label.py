@@ -545,6 +545,8 @@ def test_dry_run_of_the_default_config_does_not_import_pyscf(tmp_path: Path) -> 
     shutil.copy(DATA / "perovskite" / "SrTiO3_Pm-3m_pymatgen.json", work / "in" / "SrTiO3.json")
     cfg = yaml.safe_load((root / "config" / "config.yaml").read_text())
     cfg["ingest"]["inputs"] = ["in"]
+    # paths of the shipped config are relative to the repository, the working directory of make run
+    cfg["train"]["external_labels"] = [str(root / p) for p in cfg["train"]["external_labels"]]
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     res, imported = snakemake_controller_imports(work, "-n")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
