@@ -123,10 +123,25 @@ def round_reference_targets(r: int) -> str:
     return REFERENCE_TARGETS if int(r) == 0 else ROUND_REFERENCE_TARGETS.format(round=int(r))
 
 
+def _at_round(path: str, r: int, home: int) -> str:
+    """``path`` itself for round ``home``, else its copy under ``results/rounds/<r>/``."""
+    return path if int(r) == int(home) else in_round(path).replace("{round}", str(int(r)))
+
+
 def round_state(path: str, r: int, final: int) -> str:
     """Where the state ``path`` (labels, model, ...) after round ``r`` is: the stage folder for the
     final round, ``results/rounds/<r>/`` for earlier ones."""
-    return path if int(r) == int(final) else in_round(path).replace("{round}", str(int(r)))
+    return _at_round(path, r, final)
+
+
+def round_jobs(path: str, r: int) -> str:
+    """Where round ``r``'s label job files ``path`` (a pattern with ``{structure_id}`` or
+    ``{element}``) are: the label folder for round 0, ``results/rounds/<r>/label/`` later.
+
+    >>> round_jobs(LABEL_REFERENCE, 2)
+    'results/rounds/2/label/references/{element}.parquet'
+    """
+    return _at_round(path, r, 0)
 
 
 def relative(path: str, folder: str) -> str:

@@ -82,11 +82,6 @@ def _jobs(targets):
     return targets[~targets["stored"].astype("boolean").fillna(False).astype(bool)]
 
 
-def _job_pattern(path, r):
-    """Round ``r``'s label job files of kind ``path`` (round 0's in the label folder)."""
-    return path if int(r) == 0 else paths.in_round(path).replace("{round}", str(int(r)))
-
-
 def round_label_outputs(r):
     """One file per label job of round ``r``'s plan (targets without a store entry): compounds
     under structures/, their competing phases under competing/. Everything earlier rounds labeled
@@ -94,15 +89,15 @@ def round_label_outputs(r):
     targets = _jobs(_targets(_plan(r).targets))
     competing = targets["origin"] == "competing"
     return expand(
-        _job_pattern(paths.LABEL_STRUCTURE, r), structure_id=sorted(targets.loc[~competing, "structure_id"])
-    ) + expand(_job_pattern(paths.LABEL_COMPETING, r), structure_id=sorted(targets.loc[competing, "structure_id"]))
+        paths.round_jobs(paths.LABEL_STRUCTURE, r), structure_id=sorted(targets.loc[~competing, "structure_id"])
+    ) + expand(paths.round_jobs(paths.LABEL_COMPETING, r), structure_id=sorted(targets.loc[competing, "structure_id"]))
 
 
 def round_reference_outputs(r):
     """One file per reference job of round ``r``: elements whose reference the store does not hold."""
     refs = _targets(_plan(r).references)
     return expand(
-        _job_pattern(paths.LABEL_REFERENCE, r), element=sorted(refs.loc[~refs["stored"].astype(bool), "element"])
+        paths.round_jobs(paths.LABEL_REFERENCE, r), element=sorted(refs.loc[~refs["stored"].astype(bool), "element"])
     )
 
 
