@@ -400,7 +400,9 @@ def run_rounds_table(
     objective = Objective(target, ss.maximize)
     preds = []
     for shard_paths in prediction_paths:
-        p = tables.read_tables(shard_paths, tables.PREDICTIONS)
+        p = tables.read_tables(
+            shard_paths, tables.PREDICTIONS, ["candidate_id", screen.pred_column(target), screen.std_column(target)]
+        )
         preds.append(
             pd.DataFrame(
                 {

@@ -587,16 +587,19 @@ def read_available(path: str | os.PathLike[str], wanted: Iterable[str], required
         raise ContractError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
 
 
-def read_tables(paths: Iterable[str | os.PathLike[str]], table: Table) -> pd.DataFrame:
+def read_tables(
+    paths: Iterable[str | os.PathLike[str]], table: Table, columns: list[str] | None = None
+) -> pd.DataFrame:
     """Read and concatenate shards of one table; a primary key in two shards is refused.
 
     Shards of one set partition the rows, so a key seen twice means a stale shard of an earlier
-    run or the same shard given twice; the error names both files.
+    run or the same shard given twice; the error names both files. ``columns`` (which must include
+    the key) reads only those, as :func:`read_table` does.
     """
     paths = [str(p) for p in paths]
-    frames = [read_table(p, table) for p in paths]
+    frames = [read_table(p, table, columns) for p in paths]
     if not frames:
-        return empty_frame(table)
+        return empty_frame(table) if columns is None else empty_frame(table).reindex(columns=columns)
     out = concat_frames(frames)
     key = list(table.key)
     if len(out) and out.duplicated(key).any():
