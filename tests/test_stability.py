@@ -461,3 +461,37 @@ def test_no_hull_without_competing_phases(tmp_path) -> None:
     assert got["e_above_hull_ev_per_atom"].isna().all()
     assert got["hull_error"].str.contains("label.competing.enabled").all()
     assert got["formation_energy_ev_per_atom"].notna().all()
+
+
+def test_reference_set_costs_attribute_competing_phases_to_every_family_whose_systems_hold_them() -> None:
+    """The README's CPU time per family: SrO belongs to the perovskite SrTiO3 and to the spinel
+    SrAl2O4; Al2O3 to the spinel only; TiO2 to the perovskite only; the planned but unlabeled MgO
+    to no family (no Mg compound)."""
+    from matscreen import reference_set
+
+    df = pd.DataFrame(
+        {
+            "origin": ["candidate", "candidate", "candidate", "competing", "competing", "competing"],
+            "family": ["perovskite", "perovskite", "spinel", "other", "other", "other"],
+            "formula": ["Sr1 Ti1 O3", "Ba1 Ti1 O3", "Sr1 Al2 O4", "Sr1 O1", "Ti1 O2", "Al4 O6"],
+            "wall_s": [600.0, 1200.0, 3600.0, 360.0, 720.0, 1800.0],
+        }
+    )
+    targets = pd.DataFrame(
+        {"origin": ["competing"] * 5, "formula": ["Sr1 O1", "Ti1 O2", "Al4 O6", "Ba1 O1", "Mg1 O1"]}
+    )
+    cost = reference_set.costs(df, targets)
+    assert cost.loc["perovskite"].to_dict() == pytest.approx(
+        {
+            "compounds": 2,
+            "compound_cpu_h": 0.5,
+            "cpu_min_per_compound": 15.0,
+            "competing_labeled": 2,
+            "competing_cpu_h": 0.3,
+            "competing_per_compound_cost": 0.6,
+            "competing_chosen": 3,
+        }
+    )
+    assert cost.loc["spinel", "competing_labeled"] == 2 and cost.loc["spinel", "competing_chosen"] == 2
+    assert cost.loc["spinel", "competing_cpu_h"] == pytest.approx(0.6)
+    assert "| spinel | 1 | 1.00 | 60.0 | 2 / 2 | 0.60 | 0.60 |" in "\n".join(reference_set._cost_lines(cost))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ def statistics(df: pd.DataFrame, refs: pd.DataFrame, targets: pd.DataFrame | Non
         )
         / 3600,
         "settings_hash": str(df["settings_hash"].iloc[0]) if len(df) else "",
+        "costs": costs(df, targets),
     }
 
 
@@ -110,6 +112,48 @@ def export(
         out,
     )
     return stats
+
+
+def _elements(formula: str) -> frozenset[str]:
+    """The element symbols of a formula as the labels write it (``"Ba1 Ti1 O3"``)."""
+    return frozenset(re.findall(r"[A-Z][a-z]?", str(formula)))
+
+
+def _within(formulas: pd.Series, systems: set[frozenset[str]]) -> pd.Series:
+    """Whether each formula's elements lie inside one of the chemical ``systems``."""
+    return pd.Series([any(_elements(f) <= sys for sys in systems) for f in formulas], index=formulas.index, dtype=bool)
+
+
+def costs(df: pd.DataFrame, targets: pd.DataFrame | None = None) -> pd.DataFrame:
+    """CPU time per family: its compounds, and the competing phases of their chemical systems.
+
+    A competing phase belongs to a family when its elements are a subset of one of the family's
+    compounds' (a phase shared by two families counts in both). ``wall_s`` is the one-thread
+    calculation's wall time. With ``targets``, ``competing_chosen`` counts the phases planned for
+    the family's systems, labeled or not (the same rule on the targets' formulas).
+    """
+    rows = []
+    compounds = df[df["origin"] != "competing"]
+    phases = df[df["origin"] == "competing"]
+    planned = targets[targets["origin"] == "competing"] if targets is not None else None
+    for family, group in compounds.groupby("family"):
+        systems = {_elements(f) for f in group["formula"]}
+        mine = phases[_within(phases["formula"], systems)]
+        own_h = float(pd.to_numeric(group["wall_s"], errors="coerce").sum()) / 3600
+        comp_h = float(pd.to_numeric(mine["wall_s"], errors="coerce").sum()) / 3600
+        row = {
+            "family": family,
+            "compounds": len(group),
+            "compound_cpu_h": own_h,
+            "cpu_min_per_compound": 60 * own_h / len(group),
+            "competing_labeled": len(mine),
+            "competing_cpu_h": comp_h,
+            "competing_per_compound_cost": comp_h / own_h if own_h > 0 else float("nan"),
+        }
+        if planned is not None:
+            row["competing_chosen"] = int(_within(planned["formula"], systems).sum())
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("family") if rows else pd.DataFrame()
 
 
 def readme(stats: dict[str, Any], level_of_theory: str) -> str:
@@ -170,6 +214,7 @@ def readme(stats: dict[str, Any], level_of_theory: str) -> str:
         "|---|" + "---|" * len(comp.columns),
         *(f"| {fam} | " + " | ".join(str(int(v)) for v in row) + " |" for fam, row in comp.iterrows()),
         "",
+        *_cost_lines(stats.get("costs")),
         "Rows that are not ok (they stay in the tables with their status and reason):",
         "",
     ]
@@ -180,6 +225,29 @@ def readme(stats: dict[str, Any], level_of_theory: str) -> str:
         lines += ["| formula | origin | status | reason |", "|---|---|---|---|"]
         lines += [f"| {r.formula} | {r.origin} | {r.status} | {str(r.error)[:160]} |" for r in failed.itertuples()]
     return "\n".join(lines) + "\n"
+
+
+def _cost_lines(cost: pd.DataFrame | None) -> list[str]:
+    """The README's table of CPU time per family (:func:`costs`)."""
+    if cost is None or cost.empty:
+        return []
+    chosen = "competing_chosen" in cost.columns
+    lines = [
+        "CPU time per family (one thread; a competing phase counts for every family whose compounds'",
+        "chemical systems contain it; the ratio is the competing phases' CPU time over the compounds'):",
+        "",
+        "| family | compounds | CPU h | CPU min per compound | competing phases labeled"
+        + (" / chosen" if chosen else "")
+        + " | their CPU h | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for fam, r in cost.iterrows():
+        labeled = f"{int(r.competing_labeled)}" + (f" / {int(r.competing_chosen)}" if chosen else "")
+        lines.append(
+            f"| {fam} | {int(r.compounds)} | {r.compound_cpu_h:.2f} | {r.cpu_min_per_compound:.1f} | {labeled} "
+            f"| {r.competing_cpu_h:.2f} | {r.competing_per_compound_cost:.2f} |"
+        )
+    return [*lines, ""]
 
 
 def _counts(d: dict[str, int]) -> str:
