@@ -206,7 +206,8 @@ def readme(stats: dict[str, Any], level_of_theory: str) -> str:
         f"{stats['with_hull']} with an energy above the hull ({stats['stable']} on it).",
         f"- `competing.parquet`: {sum(stats['competing'].values())} competing phases ({_counts(stats['competing'])}).",
         f"- `references.parquet`: {sum(stats['references'].values())} elemental references ({_counts(stats['references'])}).",
-        f"- CPU time: {stats['cpu_hours']:.1f} hours (sum of the one-thread calculations' wall times).",
+        f"- CPU time: {stats['cpu_hours']:.1f} hours (sum of the one-thread calculations' wall times; they ran "
+        "`nice`d beside other work on 2 cores, so this is an upper bound).",
         "",
         "Compounds per family and status:",
         "",
@@ -233,8 +234,9 @@ def _cost_lines(cost: pd.DataFrame | None) -> list[str]:
         return []
     chosen = "competing_chosen" in cost.columns
     lines = [
-        "CPU time per family (one thread; a competing phase counts for every family whose compounds'",
-        "chemical systems contain it; the ratio is the competing phases' CPU time over the compounds'):",
+        "CPU time per family (wall times of the one-thread calculations, as above; a competing phase counts",
+        "for every family whose compounds' chemical systems contain it; the ratio is the competing phases'",
+        "time over the compounds'):",
         "",
         "| family | compounds | CPU h | CPU min per compound | competing phases labeled"
         + (" / chosen" if chosen else "")
