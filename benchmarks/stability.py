@@ -2,6 +2,7 @@
 and the reaction energy they give (SrTiO3 from SrO + TiO2, MgAl2O4 from MgO + Al2O3).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/stability.py --system sto --relax none [--basis B] [--kmesh 1,1,1] [--store DIR]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/stability.py --system sto --relax volume --reaction
 
 One compound per family is labeled through ``matscreen label`` (``label.label_files``): the compound,
 the competing binaries the library chooses for its chemical system (``label.competing``), the
@@ -11,6 +12,10 @@ result (formation energy, decomposition energy, products). Run it with ``--relax
 ``--relax volume`` to get the cost factor of the volume fit; both use their own store under
 ``--store`` (default: a folder under /tmp), so a rerun prints the stored results again at no
 cost (wall times are those of the original calculations).
+
+``--reaction`` labels only the compound and the binaries of its reaction (SrTiO3 from rock-salt SrO
+and rutile or anatase TiO2; MgAl2O4 from MgO and corundum Al2O3) and prints the reaction energy and
+the CPU seconds per structure: the check of the volume fit's effect at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -40,6 +45,64 @@ def compound(system: str):
     raise SystemExit(f"unknown --system {system!r} (sto, spinel, garnet)")
 
 
+#: The reaction each ``--reaction`` run computes: the compound from its binaries, each binary in the
+#: library types named (the lowest energy per atom counts), all built by the competing-phase library.
+REACTIONS = {
+    "sto": {"SrO": ("Sr", 2, ["rock_salt"]), "TiO2": ("Ti", 4, ["rutile", "anatase"])},
+    "spinel": {"MgO": ("Mg", 2, ["rock_salt"]), "Al2O3": ("Al", 3, ["corundum"])},
+}
+
+
+def reaction(args, settings: dict) -> None:
+    """Label the compound and only the binaries of :data:`REACTIONS` (no other competing phase, no
+    elemental reference) and print the reaction energy from the binaries, with CPU seconds per
+    structure. Each result is kept as JSON under ``--store`` (a rerun prints it again for free)."""
+    import json
+
+    from pymatgen.core import Composition
+
+    from matscreen import label
+    from matscreen.competing import build_binary
+
+    if args.system not in REACTIONS:
+        raise SystemExit(f"--reaction knows {sorted(REACTIONS)}, not {args.system!r}")
+    s = label.resolve_settings(settings)
+    cells = {"compound": compound(args.system)}
+    for formula, (cation, ox, types) in REACTIONS[args.system].items():
+        for t in types:
+            cells[f"{formula} {t}"] = build_binary(t, cation, ox, "O")
+    cache = Path(args.store) / f"reaction-{args.system}-{s.hash}.json"
+    done = json.loads(cache.read_text()) if cache.exists() else {}
+    for name, st in cells.items():
+        if name in done:
+            continue
+        cpu0 = _cpu_s()
+        row = label.compute_label(st, name, s)
+        if row["status"] != "ok":
+            raise SystemExit(f"{name}: {row['status']}: {row['error']}")
+        done[name] = {"formula": st.composition.reduced_formula, "nsites": len(st), "energy_ha": row["energy_ha"],
+                      "cpu_s": _cpu_s() - cpu0, "wall_s": row["wall_s"], "volume_ang3": row.get("volume_ang3"),
+                      "bulk_modulus_gpa": row.get("bulk_modulus_gpa"), "input_volume_ang3": st.volume}
+        cache.write_text(json.dumps(done, indent=1))
+    hartree_ev = 27.211386245988
+    per_atom = {n: d["energy_ha"] * hartree_ev / d["nsites"] for n, d in done.items()}
+    print(f"\nsystem {args.system}, relax {s.relax}, basis {s.basis}, settings {s.hash}")
+    for n, d in done.items():
+        v0 = d["volume_ang3"]
+        fit = f", V0 {v0:.2f} A^3 ({100 * (v0 / d['input_volume_ang3'] - 1):+.1f} %), B0 {d['bulk_modulus_gpa']:.0f} GPa" if v0 and d["bulk_modulus_gpa"] else ""
+        print(f"  {n:18s} {d['nsites']:3d} atoms  {per_atom[n]:.5f} eV/atom  {d['cpu_s']:7.1f} CPU s{fit}")
+    comp = Composition(done["compound"]["formula"])
+    total, parts = per_atom["compound"] * comp.num_atoms, []
+    for formula in REACTIONS[args.system]:
+        best = min((n for n in done if n.startswith(formula + " ")), key=per_atom.__getitem__)
+        units = comp[Composition(formula).elements[0]] / Composition(formula)[Composition(formula).elements[0]]
+        total -= units * per_atom[best] * Composition(formula).num_atoms
+        parts.append(f"{units:g} {best}")
+    cpu = sum(d["cpu_s"] for d in done.values())
+    print(f"reaction energy {comp.reduced_formula} - ({' + '.join(parts)}): {total / comp.num_atoms:+.3f} eV/atom; "
+          f"{cpu:.0f} CPU s in all ({done['compound']['cpu_s']:.0f} s the compound)")
+
+
 def _cpu_s() -> float:
     """User + system CPU seconds of this process so far (PySCF runs in it, one thread)."""
     import resource
@@ -56,6 +119,8 @@ def main() -> None:
     ap.add_argument("--store", default="/tmp/matscreen-bench-stability")
     ap.add_argument("--kmesh", default=None, help="label.kpoints.kmesh for every cell, e.g. 1,1,1 (Gamma: cheap, "
                     "for the cost factor of the volume fit on large cells); default: the schema's kdensity")
+    ap.add_argument("--reaction", action="store_true", help="only the compound and the binaries of its reaction "
+                    "(REACTIONS; sto, spinel): the reaction energy with CPU seconds per structure")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -68,6 +133,8 @@ def main() -> None:
         settings["basis"] = args.basis
     if args.kmesh:
         settings["kpoints"] = {"kmesh": [int(k) for k in args.kmesh.split(",")]}
+    if args.reaction:
+        return reaction(args, settings)
     kmesh = f"-k{args.kmesh.replace(',', '')}" if args.kmesh else ""
     out = Path(args.store) / f"{args.system}-{args.relax}-{args.basis or 'default'}{kmesh}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -364,7 +364,8 @@ def test_srtio3_is_stable_against_sro_and_tio2_at_the_default_level_of_theory(tm
     """SrTiO3 (cubic, 3.905 A) against SrO (rock salt) and TiO2 (rutile) built by the competing-phase
     library, every cell as built (the default relax: none): the reaction energy from the oxides is negative, as
     measured (about -0.25 eV/atom, Jacob & Rajitha, J. Chem. Thermodyn. 43, 51 (2011)). The minimal basis
-    overbinds the ternary (about -0.5 eV/atom here; benchmarks/stability.py prints it, config/README.md lists it)."""
+    overbinds the ternary (-0.36 eV/atom here; ``benchmarks/stability.py --reaction`` prints it, with and
+    without the volume fit, and config/README.md lists both)."""
     from matscreen.competing import build_binary
 
     s = label.resolve_settings({"store": str(tmp_path / "store")})
