@@ -52,6 +52,54 @@ def test_fit_eos_refuses_too_few_points_and_a_curve_without_minimum() -> None:
         label_eos.fit_eos(v, -0.5 * v)  # monotonic: the minimum is far outside
 
 
+#: The E(V) scan of rock-salt MgO as the competing-phase library builds it (19.056 A^3, a = 4.24 A),
+#: at the default level of theory with relax: volume (benchmarks/stability.py --system spinel
+#: --relax volume --reaction): the energy still falls at the scan's last extension, -20 %.
+MGO_SCAN = {  # volume A^3: energy Ha
+    15.245: -78.99913837,
+    16.007: -78.99578919,
+    16.770: -78.98887175,
+    17.532: -78.97888240,
+    18.294: -78.96620741,
+    19.056: -78.95115483,
+    19.819: -78.93399246,
+    20.581: -78.91498840,
+}
+
+
+def test_fit_eos_of_a_scan_whose_minimum_lies_beyond_its_edge_is_refused_as_a_value_error() -> None:
+    """pymatgen raises its own EOSError when the parabola of its initial guess has its minimum
+    outside the points; volume_scan turns ValueErrors into a failed label, so a crash of the whole
+    label job (seen on MgO) must not escape as another exception type."""
+    v = np.array(sorted(MGO_SCAN))
+    with pytest.raises(ValueError, match="no minimum"):
+        label_eos.fit_eos(v, np.array([MGO_SCAN[x] for x in v]) * HARTREE_EV)
+
+
+def test_volume_scan_whose_energy_falls_past_every_extension_is_a_failed_label(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The MgO scan again, through volume_scan: a failed label that says why, not an exception."""
+
+    def run_scf(structure, settings, *, kmesh=None, spin=None, unrestricted=None, dm0=None):
+        v = float(structure.volume)
+        e = float(np.interp(v, sorted(MGO_SCAN), [MGO_SCAN[x] for x in sorted(MGO_SCAN)], left=np.nan))
+        if np.isnan(e):  # beyond the recorded points: keep falling as the last two did
+            e = MGO_SCAN[15.245] + (15.245 - v) * (MGO_SCAN[15.245] - MGO_SCAN[16.007]) / (16.007 - 15.245)
+        return SCFResult(
+            energy_ha=e, converged=True, status="ok", error=None, scf_cycles=5, attempts=1, gap_ev=1.0,
+            kmesh="3x3x3", wall_s=0.1, max_rss_mb=1.0, unrestricted=False, dm=np.zeros((2, 2)),
+        )  # fmt: skip
+
+    monkeypatch.setattr(label_eos, "run_scf", run_scf)
+    mgo = Structure(Lattice.cubic(4.24), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    mgo = Structure(mgo.lattice.matrix * (19.056 / mgo.volume) ** (1 / 3), mgo.species, mgo.frac_coords)
+    vr = label_eos.volume_scan(mgo, label.resolve_settings({"relax": "volume"}))
+    assert vr.result.status == "failed"
+    assert "volume scan" in vr.result.error and "no minimum" in vr.result.error
+    assert "still falls at the scan's edge (-20 %)" in vr.result.error, vr.result.error
+
+
 def _fake_scf(monkeypatch: pytest.MonkeyPatch, v_min: float, calls: list[float]) -> None:
     """run_scf replaced by a Birch curve in the cell volume (Ha), recording the volumes asked for."""
 

@@ -73,13 +73,20 @@ def fit_eos(
     Raises ``ValueError`` when there are fewer than 4 points or the fit has no minimum inside
     (or just beyond) the scanned range.
     """
-    from pymatgen.analysis.eos import EOS
+    from pymatgen.analysis.eos import EOS, EOSError
 
     v = np.asarray(volumes, dtype=float)
     e = np.asarray(energies_ev, dtype=float)
     if len(v) < 4:
         raise ValueError(f"an equation of state needs at least 4 converged points, got {len(v)}")
-    fit = EOS(eos).fit(v, e)
+    try:
+        fit = EOS(eos).fit(v, e)
+    except EOSError as exc:  # e.g. the initial guess's parabola has its minimum outside the points
+        lowest = v[np.argmin(e)]
+        raise ValueError(
+            f"{eos} fit has no minimum near the scanned volumes {v.min():.2f}-{v.max():.2f} A^3 "
+            f"(lowest energy at {lowest:.2f} A^3; pymatgen: {exc})"
+        ) from None
     v0, e0, b0 = float(fit.v0), float(fit.e0), float(fit.b0_GPa)
     span = v.max() - v.min()
     if not (np.isfinite(v0) and np.isfinite(e0)) or v0 < v.min() - 0.5 * span or v0 > v.max() + 0.5 * span or b0 <= 0:
@@ -176,7 +183,14 @@ def volume_scan(
     try:
         v0, _e0, b0 = fit_eos(vols, [e * HARTREE_EV for e in energies], vs.eos)
     except ValueError as exc:
-        return failed(f"volume scan: {exc}")
+        lowest = min(ok, key=lambda o: results[o].energy_ha)
+        edge = (
+            f"; the energy still falls at the scan's edge ({100 * step * lowest:+.0f} %) after "
+            f"label.volume_scan.max_extra = {max_extra} extra points"
+            if lowest in (ok[0], ok[-1])
+            else ""
+        )
+        return failed(f"volume scan: {exc}{edge}")
     # the SCF at the fitted minimum starts from the nearest scanned point's density
     nearest = min(ok, key=lambda o: abs(v_in * (1.0 + step * o) - v0))
     final = run_scf(
