@@ -119,6 +119,8 @@ def main() -> None:
     ap.add_argument("--store", default="/tmp/matscreen-bench-stability")
     ap.add_argument("--kmesh", default=None, help="label.kpoints.kmesh for every cell, e.g. 1,1,1 (Gamma: cheap, "
                     "for the cost factor of the volume fit on large cells); default: the schema's kdensity")
+    ap.add_argument("--max-extra", type=int, default=None, help="label.volume_scan.max_extra: how far a scan may "
+                    "extend past its first points (default: the schema's)")
     ap.add_argument("--reaction", action="store_true", help="only the compound and the binaries of its reaction "
                     "(REACTIONS; sto, spinel): the reaction energy with CPU seconds per structure")
     args = ap.parse_args()
@@ -131,6 +133,8 @@ def main() -> None:
     settings = {"relax": args.relax, "store": args.store, "formation_energy_window_ev_per_atom": [-50, 50]}
     if args.basis:
         settings["basis"] = args.basis
+    if args.max_extra is not None:
+        settings["volume_scan"] = {"max_extra": args.max_extra}
     if args.kmesh:
         settings["kpoints"] = {"kmesh": [int(k) for k in args.kmesh.split(",")]}
     if args.reaction:
