@@ -50,8 +50,12 @@ def main() -> None:
     out_dir = Path(args.store)
     out_dir.mkdir(parents=True, exist_ok=True)
     for cut in (float(c) for c in args.cutoffs.split(",")):
-        settings = {"ke_cutoff": cut, "store": str(out_dir / "store"), "competing": {"enabled": False},
-                    "formation_energy_window_ev_per_atom": [-50, 50]}
+        settings = {
+            "ke_cutoff": cut,
+            "store": str(out_dir / "store"),
+            "competing": {"enabled": False},
+            "formation_energy_window_ev_per_atom": [-50, 50],
+        }
         rows = {}
         cpu0 = _cpu_s()
         for scale in (1.0, 0.92):
@@ -61,9 +65,12 @@ def main() -> None:
             label.label_files([str(src)], str(out), settings)
             rows[scale] = tables.read_table(out, tables.LABELS).iloc[0]
         e, e_c = rows[1.0]["energy_ha"], rows[0.92]["energy_ha"]
-        print(f"{name} at {cut:g} Ha: E = {e:.6f} Ha per cell, E(0.92 V) - E(V) = {1000 * (e_c - e):+.1f} mHa, "
-              f"formation energy {rows[1.0]['formation_energy_ev_per_atom']:.3f} eV/atom, "
-              f"{_cpu_s() - cpu0:.0f} CPU s (with references)", flush=True)
+        print(
+            f"{name} at {cut:g} Ha: E = {e:.6f} Ha per cell, E(0.92 V) - E(V) = {1000 * (e_c - e):+.1f} mHa, "
+            f"formation energy {rows[1.0]['formation_energy_ev_per_atom']:.3f} eV/atom, "
+            f"{_cpu_s() - cpu0:.0f} CPU s (with references)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
