@@ -180,14 +180,14 @@ def volume_scan(
     ok = sorted(results)
     vols = [v_in * (1.0 + step * o) for o in ok]
     energies = [results[o].energy_ha for o in ok]
+    best_o = min(ok, key=lambda o: results[o].energy_ha)  # the lowest scanned point
     try:
         v0, _e0, b0 = fit_eos(vols, [e * HARTREE_EV for e in energies], vs.eos)
     except ValueError as exc:
-        lowest = min(ok, key=lambda o: results[o].energy_ha)
         edge = (
-            f"; the energy still falls at the scan's edge ({100 * step * lowest:+.0f} %) after "
+            f"; the energy still falls at the scan's edge ({100 * step * best_o:+.0f} %) after "
             f"label.volume_scan.max_extra = {max_extra} extra points"
-            if lowest in (ok[0], ok[-1])
+            if best_o in (ok[0], ok[-1])
             else ""
         )
         return failed(f"volume scan: {exc}{edge}")
@@ -199,7 +199,6 @@ def volume_scan(
     scan.append(
         {"volume_ang3": round(v0, 6), "energy_ha": final.energy_ha, "status": final.status, "fitted_minimum": True}
     )
-    best_o = min(ok, key=lambda o: results[o].energy_ha)
     e_best = results[best_o].energy_ha
     note = None
     if final.status != "ok" or final.energy_ha > e_best + FIT_TOLERANCE_HA:
