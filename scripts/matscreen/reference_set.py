@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import pandas as pd
 
 from matscreen import tables
 from matscreen.atomic import atomic_path
+from matscreen.label.hull import formula_elements
 from matscreen.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -114,14 +114,9 @@ def export(
     return stats
 
 
-def _elements(formula: str) -> frozenset[str]:
-    """The element symbols of a formula as the labels write it (``"Ba1 Ti1 O3"``)."""
-    return frozenset(re.findall(r"[A-Z][a-z]?", str(formula)))
-
-
 def _within(formulas: pd.Series, systems: set[frozenset[str]]) -> pd.Series:
     """Whether each formula's elements lie inside one of the chemical ``systems``."""
-    return pd.Series([any(_elements(f) <= sys for sys in systems) for f in formulas], index=formulas.index, dtype=bool)
+    return pd.Series([any(formula_elements(f) <= sys for sys in systems) for f in formulas], index=formulas.index, dtype=bool)
 
 
 def costs(df: pd.DataFrame, targets: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -137,7 +132,7 @@ def costs(df: pd.DataFrame, targets: pd.DataFrame | None = None) -> pd.DataFrame
     phases = df[df["origin"] == "competing"]
     planned = targets[targets["origin"] == "competing"] if targets is not None else None
     for family, group in compounds.groupby("family"):
-        systems = {_elements(f) for f in group["formula"]}
+        systems = {formula_elements(f) for f in group["formula"]}
         mine = phases[_within(phases["formula"], systems)]
         own_h = float(pd.to_numeric(group["wall_s"], errors="coerce").sum()) / 3600
         comp_h = float(pd.to_numeric(mine["wall_s"], errors="coerce").sum()) / 3600

@@ -105,7 +105,8 @@ def stability(pd_: PhaseDiagram, entry: PDEntry) -> dict[str, object]:
     }
 
 
-def _elements(formula: str) -> frozenset[str]:
+def formula_elements(formula: str) -> frozenset[str]:
+    """The element symbols of a formula (``"Ba1 Ti1 O3"`` -> {Ba, Ti, O})."""
     return frozenset(el.symbol for el in Composition(formula).elements)
 
 
@@ -129,7 +130,7 @@ def hull_table(
     out = pd.DataFrame({c: pd.Series([None] * len(labels), index=labels.index, dtype=object) for c in HULL_COLUMNS})
     if labels.empty:
         return out
-    elements = {i: _elements(f) for i, f in labels["formula"].items()}
+    elements = {i: formula_elements(f) for i, f in labels["formula"].items()}
     for shash, group in labels.groupby("settings_hash", sort=True):
         refs = references[references["settings_hash"] == shash].set_index("element")
         ok = group[(group["status"] == "ok") & group["energy_ha"].notna()]
@@ -166,7 +167,7 @@ def hull_table(
                     e = float(refs.loc[el, "energy_per_atom_ha"]) * HARTREE_EV
                     ref_entries.append(Entry(f"ref:{el}", Composition(el), e, str(shash), el))
             for f in sorted(need_formula - ok_formula):
-                if _elements(f) <= system:
+                if formula_elements(f) <= system:
                     states = sorted(
                         set(
                             competing.loc[
