@@ -17,17 +17,13 @@ eV/atom and compression raises it by 8 mHa (experiment: -3.12 eV/atom).
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 from pathlib import Path
 
+from stability import cpu_s  # benchmarks/ is this script's folder, first on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-
-
-def _cpu_s() -> float:
-    use = resource.getrusage(resource.RUSAGE_SELF)
-    return use.ru_utime + use.ru_stime
 
 
 def main() -> None:
@@ -57,7 +53,7 @@ def main() -> None:
             "formation_energy_window_ev_per_atom": [-50, 50],
         }
         rows = {}
-        cpu0 = _cpu_s()
+        cpu0 = cpu_s()
         for scale in (1.0, 0.92):
             src = out_dir / f"{args.cation}{args.anion}-{kind}-{scale}.json"
             src.write_text(scaled(cell, cell.volume * scale).to_json())
@@ -68,7 +64,7 @@ def main() -> None:
         print(
             f"{name} at {cut:g} Ha: E = {e:.6f} Ha per cell, E(0.92 V) - E(V) = {1000 * (e_c - e):+.1f} mHa, "
             f"formation energy {rows[1.0]['formation_energy_ev_per_atom']:.3f} eV/atom, "
-            f"{_cpu_s() - cpu0:.0f} CPU s (with references)",
+            f"{cpu_s() - cpu0:.0f} CPU s (with references)",
             flush=True,
         )
 

@@ -63,6 +63,7 @@ def reaction(args, settings: dict) -> None:
 
     from matscreen import label
     from matscreen.competing import build_binary
+    from matscreen.label.pyscf import HARTREE_EV
 
     if args.system not in REACTIONS:
         raise SystemExit(f"--reaction knows {sorted(REACTIONS)}, not {args.system!r}")
@@ -76,16 +77,15 @@ def reaction(args, settings: dict) -> None:
     for name, st in cells.items():
         if name in done:
             continue
-        cpu0 = _cpu_s()
+        cpu0 = cpu_s()
         row = label.compute_label(st, name, s)
         if row["status"] != "ok":
             raise SystemExit(f"{name}: {row['status']}: {row['error']}")
         done[name] = {"formula": st.composition.reduced_formula, "nsites": len(st), "energy_ha": row["energy_ha"],
-                      "cpu_s": _cpu_s() - cpu0, "wall_s": row["wall_s"], "volume_ang3": row.get("volume_ang3"),
+                      "cpu_s": cpu_s() - cpu0, "wall_s": row["wall_s"], "volume_ang3": row.get("volume_ang3"),
                       "bulk_modulus_gpa": row.get("bulk_modulus_gpa"), "input_volume_ang3": st.volume}
         cache.write_text(json.dumps(done, indent=1))
-    hartree_ev = 27.211386245988
-    per_atom = {n: d["energy_ha"] * hartree_ev / d["nsites"] for n, d in done.items()}
+    per_atom = {n: d["energy_ha"] * HARTREE_EV / d["nsites"] for n, d in done.items()}
     print(f"\nsystem {args.system}, relax {s.relax}, basis {s.basis}, settings {s.hash}")
     for n, d in done.items():
         v0 = d["volume_ang3"]
@@ -93,17 +93,18 @@ def reaction(args, settings: dict) -> None:
         print(f"  {n:18s} {d['nsites']:3d} atoms  {per_atom[n]:.5f} eV/atom  {d['cpu_s']:7.1f} CPU s{fit}")
     comp = Composition(done["compound"]["formula"])
     total, parts = per_atom["compound"] * comp.num_atoms, []
-    for formula in REACTIONS[args.system]:
+    for formula, (cation, _ox, _types) in REACTIONS[args.system].items():
         best = min((n for n in done if n.startswith(formula + " ")), key=per_atom.__getitem__)
-        units = comp[Composition(formula).elements[0]] / Composition(formula)[Composition(formula).elements[0]]
-        total -= units * per_atom[best] * Composition(formula).num_atoms
+        binary = Composition(formula)
+        units = comp[cation] / binary[cation]  # formula units of the binary per formula unit of the compound
+        total -= units * per_atom[best] * binary.num_atoms
         parts.append(f"{units:g} {best}")
     cpu = sum(d["cpu_s"] for d in done.values())
     print(f"reaction energy {comp.reduced_formula} - ({' + '.join(parts)}): {total / comp.num_atoms:+.3f} eV/atom; "
           f"{cpu:.0f} CPU s in all ({done['compound']['cpu_s']:.0f} s the compound)")
 
 
-def _cpu_s() -> float:
+def cpu_s() -> float:
     """User + system CPU seconds of this process so far (PySCF runs in it, one thread)."""
     import resource
 
@@ -145,9 +146,9 @@ def main() -> None:
     st = compound(args.system)
     tmp_in = out.with_suffix(".json")
     tmp_in.write_text(st.to_json())
-    t0, cpu0 = time.perf_counter(), _cpu_s()
+    t0, cpu0 = time.perf_counter(), cpu_s()
     label.label_files([str(tmp_in)], str(out), settings)
-    wall, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
+    wall, cpu = time.perf_counter() - t0, cpu_s() - cpu0
     labels = tables.read_table(out, tables.LABELS)
     refs = tables.read_table(label.references_path_for(out), tables.REFERENCES)
     pd.set_option("display.width", 200)
