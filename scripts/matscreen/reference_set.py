@@ -116,7 +116,9 @@ def export(
 
 def _within(formulas: pd.Series, systems: set[frozenset[str]]) -> pd.Series:
     """Whether each formula's elements lie inside one of the chemical ``systems``."""
-    return pd.Series([any(formula_elements(f) <= sys for sys in systems) for f in formulas], index=formulas.index, dtype=bool)
+    return pd.Series(
+        [any(formula_elements(f) <= sys for sys in systems) for f in formulas], index=formulas.index, dtype=bool
+    )
 
 
 def costs(df: pd.DataFrame, targets: pd.DataFrame | None = None) -> pd.DataFrame:
