@@ -130,8 +130,20 @@ def _to_dataclass(cls: type[S], data: Mapping[str, Any], where: str) -> S:
         hint = hints[key]
         if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
             value = _to_dataclass(hint, value, f"{where}.{key}")
-        kw[key] = _freeze(value)
+        kw[key] = _typed(hint, _freeze(value))
     return cls(**kw)
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    """``value`` as the field's declared number type: a YAML ``100`` in a ``float`` field becomes
+    ``100.0`` (also inside ``float | None`` and ``tuple[float, ...]``), so that ``ke_cutoff: 100``
+    and ``ke_cutoff: 100.0`` are the same setting and hash the same."""
+    args = typing.get_args(hint)
+    if hint is float or (float in args and type(None) in args):
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if typing.get_origin(hint) is tuple and args[-1:] == (Ellipsis,) and args[0] is float and isinstance(value, tuple):
+        return tuple(_typed(float, v) for v in value)
+    return value
 
 
 def _freeze(value: Any) -> Any:
@@ -190,7 +202,9 @@ def check_semantics(config: dict[str, Any]) -> None:
         check(config)
 
 
-def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Read a YAML config (default: the shipped one), apply overrides, validate."""
     path = Path(path) if path else DEFAULT_CONFIG
     try:
@@ -207,4 +221,3 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
 
 def config_hash(config: Mapping[str, Any]) -> str:
     return stable_hash(dict(config))
-

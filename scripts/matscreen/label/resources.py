@@ -21,17 +21,26 @@ if TYPE_CHECKING:
 #: NOTES.md (gdf 9x, plain FFTDF > 60x slower than multigrid on SrTiO3); rsdf assumed like gdf.
 CYCLE_COST = {"multigrid": 4.5e-7, "fftdf": 3.0e-5, "gdf": 4.5e-6, "rsdf": 4.5e-6}
 
+#: Bytes of a label process per FFT mesh point, k-point and spin channel (multigrid; measured,
+#: see :func:`estimate_resources`): about 16 complex numbers per point.
+GRID_BYTES = 128
+
 
 def estimate_resources(structure: Structure, settings: LabelSettings) -> dict[str, Any]:
     """``mem_mb``, ``runtime`` (minutes) and ``threads`` for one label job of ``structure``.
 
     From the cell PySCF would build: atomic orbitals ``nao``, FFT mesh points ``ngrid``,
-    k-points ``nk`` and spin channels ``nspin``, with ``w = nspin * nk * nao * ngrid``:
-    memory = 300 MB (Python + PySCF) + 6 bytes * w + the k-point matrices (40 complex
-    nao x nao per k and spin); runtime = 30 SCF cycles x (0.2 s + c * w), c per integral scheme
-    (:data:`CYCLE_COST`). Fitted with ``benchmarks/label.py`` on a 2-core machine (1 thread):
-    SrTiO3 2x2x2 used 343 MB and 3.3 s/cycle, MgAl2O4 (14 atoms) 2x2x2 642 MB and 27-32 s/cycle;
-    the 30 cycles leave room for the failure ladder's slower attempts. Both are multiplied by
+    k-points ``nk`` and spin channels ``nspin``. Memory = 300 MB (Python + PySCF) +
+    :data:`GRID_BYTES` per mesh point, k-point and spin (the density and potential on the mesh)
+    + the k-point matrices (40 complex nao x nao per k and spin). Runtime = 30 SCF cycles x
+    (0.2 s + c * w), ``w = nspin * nk * nao * ngrid``, c per integral scheme (:data:`CYCLE_COST`).
+    Measured peaks (one process each, 1 thread): SrTiO3 2x2x2 343 MB at 100 Ha (model 348),
+    MgAl2O4 (14 atoms) 2x2x2 642 MB at 100 Ha (model 453), BaMoO3 2x2x2 558 MB at 300 Ha (model
+    560), Mg3Al2Si3O12 (80 atoms, Gamma) 709 MB at 300 Ha (model 793); the earlier
+    ``6 bytes * w`` grid term asked 6.9 GB for that garnet. The runtime was fitted at 100 Ha
+    (SrTiO3 3.3 s/cycle, MgAl2O4 27-32 s/cycle); at 300 Ha it is generous, about 2x for five-atom
+    perovskites (BaLiF3 7.0 s/cycle measured) and 5x for the garnet (88 s/cycle). The 30 cycles
+    leave room for the failure ladder's slower attempts. Both are multiplied by
     ``resources.safety`` and floored at ``min_mem_mb`` / ``min_runtime``. The dict also carries
     ``attempt_factor`` for :func:`scale_resources`.
     """
@@ -46,7 +55,7 @@ def estimate_resources(structure: Structure, settings: LabelSettings) -> dict[st
     nk = int(math.prod(engine.kmesh_for(structure, s)))
     nspin = 2 if engine.use_unrestricted(structure, s) else 1
     work = nspin * nk * nao * ngrid
-    mem = 300 + (6 * work + nspin * nk * nao**2 * 16 * 40) / 1e6
+    mem = 300 + (GRID_BYTES * nspin * nk * ngrid + nspin * nk * nao**2 * 16 * 40) / 1e6
     seconds = 30 * (0.2 + CYCLE_COST[s.density_fit] * work)
     return {
         "mem_mb": int(max(r.min_mem_mb, math.ceil(mem * r.safety))),

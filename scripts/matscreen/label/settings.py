@@ -29,6 +29,7 @@ from matscreen.provenance import stable_hash
 NON_PHYSICAL_KEYS = (
     "select",
     "store",
+    "seed_stores",
     "max_memory_mb",
     "resources",
     "formation_energy_window_ev_per_atom",
@@ -127,6 +128,7 @@ class LabelSettings:
     max_memory_mb: int
     formation_energy_window_ev_per_atom: tuple[float, ...]
     store: str
+    seed_stores: tuple[str, ...]
     resources: Resources
 
     @property

@@ -5,6 +5,10 @@ competing phases) or ``references`` (elements). Every write goes through :mod:`m
 (via :func:`matscreen.tables.write_table`), so a killed job leaves no entry and no temporary.
 The checkpoint asks :func:`has_entry` to leave stored labels out of the DAG; the jobs use
 :func:`get_or_compute`; gather reads stored entries directly.
+
+``label.seed_stores`` are read-only stores of the same layout (the shipped reference set's
+``resources/labels/store``): where the store has no entry, a seed's entry under the same settings
+hash is copied into the store (:func:`find_entry`) and counts as a hit. Nothing writes to a seed.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from matscreen import tables
-from matscreen.label.settings import LabelSettings, physical_settings
+from matscreen.label.settings import LabelSettings, physical_settings, resolve_path
 from matscreen.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -33,8 +37,12 @@ def entry_path(settings: LabelSettings, kind: str, key: str) -> Path:
     Relative store paths are taken from the current directory, i.e. the Snakemake working
     directory, like every other output path.
     """
+    return _entry_in(Path(settings.store), settings, kind, key)
+
+
+def _entry_in(root: Path, settings: LabelSettings, kind: str, key: str) -> Path:
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
-    return Path(settings.store) / settings.hash / kind / f"{safe}.parquet"
+    return root / settings.hash / kind / f"{safe}.parquet"
 
 
 def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
@@ -69,19 +77,37 @@ def is_hit(entry: Path, table: tables.Table) -> bool:
     return True
 
 
+def find_entry(settings: LabelSettings, kind: str, key: str) -> Path | None:
+    """The store's readable entry of ``key``, or None. Where the store has none and a seed store
+    (``settings.seed_stores``) has one under the same hash, it is copied into the store first, so
+    the store alone holds every label a run used."""
+    table = KINDS[kind]
+    entry = entry_path(settings, kind, key)
+    if is_hit(entry, table):
+        return entry
+    for seed in settings.seed_stores:
+        seeded = _entry_in(resolve_path(seed), settings, kind, key)
+        if is_hit(seeded, table):
+            log.info("%s of %s: copied from the seed store %s", kind, key, seed)
+            atomic_copy(seeded, entry)
+            return entry
+    return None
+
+
 def has_entry(settings: LabelSettings, kind: str, key: str) -> bool:
-    """Whether ``key`` of ``kind`` is stored (readable) under ``settings``' hash."""
-    return is_hit(entry_path(settings, kind, key), KINDS[kind])
+    """Whether ``key`` of ``kind`` is stored (readable) under ``settings``' hash, in the store or
+    in a seed store (then it is copied into the store)."""
+    return find_entry(settings, kind, key) is not None
 
 
 def read_entries(settings: LabelSettings, kind: str, keys: list[str]) -> list[str]:
     """Paths of the stored entries of ``keys`` (raises naming the entry when one is gone)."""
     out = []
     for key in keys:
-        p = entry_path(settings, kind, key)
-        if not p.is_file():
+        p = find_entry(settings, kind, key)
+        if p is None:
             raise FileNotFoundError(
-                f"label store entry {p} of {key} is gone since label-target selection "
+                f"label store entry {entry_path(settings, kind, key)} of {key} is gone since label-target selection "
                 "marked it stored: rerun the workflow (select_label_targets recomputes it)"
             )
         out.append(str(p))
@@ -106,11 +132,12 @@ def get_or_compute(
     Returns True when the result came from the store.
     """
     table = KINDS[kind]
-    entry = entry_path(settings, kind, key)
-    if is_hit(entry, table):
+    entry = find_entry(settings, kind, key)
+    if entry is not None:
         log.info("%s %s", hit_msg, entry)
         atomic_copy(entry, out_path)
         return True
+    entry = entry_path(settings, kind, key)
     log.info("%s, settings %s", miss_msg, settings.hash)
     row = compute()
     if row["status"] == "unsupported":
