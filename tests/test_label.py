@@ -227,6 +227,18 @@ def test_failure_ladder_records_failed_with_reason(tmp_path: Path) -> None:
     assert row["energy_ha"] == pytest.approx(-10.221426445656439, abs=1e-6)
 
 
+def test_long_scf_logs_its_cycles(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A long SCF says which cycle it is at (here every cycle: the minute between lines set to 0)."""
+    monkeypatch.setattr(label_pyscf, "PROGRESS_EVERY_S", 0.0)
+    s = label.resolve_settings({**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1]}})
+    with caplog.at_level("INFO", logger="matscreen.label.pyscf"):
+        res = label_pyscf.run_scf(diamond_primitive(), s)
+    lines = [r.getMessage() for r in caplog.records if ", cycle " in r.getMessage()]
+    assert res.status == "ok" and len(lines) == res.scf_cycles
+    assert lines[0].startswith("C: attempt 1, cycle 1/50, E = -10.") and "dE = " in lines[0]
+    assert f"cycle {res.scf_cycles}/50, E = {res.energy_ha:.8f} Ha" in lines[-1]
+
+
 def test_crashing_attempt_is_recorded_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     """An exception inside PySCF (like minao's IndexError for Sc/Y) is one failed attempt."""
     real = label_pyscf.make_scf

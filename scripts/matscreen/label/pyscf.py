@@ -326,6 +326,41 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+PROGRESS_EVERY_S = 60.0  # an SCF cycle of a garnet at 300 Ha takes 90 s; a perovskite's a few
+
+
+class _Progress:
+    """SCF callback: one log line per cycle once a minute has passed since the last one.
+
+    A garnet or a hard spinel runs for an hour without a word otherwise; this says which cycle
+    it is at, the energy and how it moves, so a stuck SCF can be told from a slow one.
+    """
+
+    def __init__(self, formula: str, attempt: int, max_cycle: int, every_s: float | None = None):
+        self.formula, self.attempt, self.max_cycle = formula, attempt, max_cycle
+        self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
+        self.t0 = self.last = time.perf_counter()
+
+    def __call__(self, envs: Mapping[str, Any]) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        e_tot, e_prev = envs.get("e_tot"), envs.get("last_hf_e")
+        de = float(e_tot - e_prev) if e_tot is not None and e_prev is not None else float("nan")
+        log.info(
+            "%s: attempt %d, cycle %d/%d, E = %.8f Ha, dE = %.2e, |g| = %.2e (%.0f s)",
+            self.formula,
+            self.attempt,
+            int(envs.get("cycle", -1)) + 1,
+            self.max_cycle,
+            float(e_tot) if e_tot is not None else float("nan"),
+            de,
+            float(envs.get("norm_gorb", float("nan"))),
+            now - self.t0,
+        )
+
+
 def run_scf(
     structure: Structure,
     settings: LabelSettings,
@@ -392,6 +427,7 @@ def run_scf(
             mf.level_shift = float(att["level_shift"])
             mf.diis_space = int(att["diis_space"])
             mf.init_guess = att["init_guess"]
+            mf.callback = _Progress(formula, n, mf.max_cycle)
             if att.get("restart") and prev_dm is not None:
                 guess = prev_dm
             elif n == 1 and dm0 is not None:
