@@ -16,6 +16,13 @@ cost (wall times are those of the original calculations).
 ``--reaction`` labels only the compound and the binaries of its reaction (SrTiO3 from rock-salt SrO
 and rutile or anatase TiO2; MgAl2O4 from MgO and corundum Al2O3) and prints the reaction energy and
 the CPU seconds per structure: the check of the volume fit's effect at a fraction of the cost.
+
+``--compound-only`` labels only the compound (any ``--system``, garnet included) and prints its CPU
+seconds, SCF count and fit; run it with ``--relax none`` and ``--relax volume`` and the second run
+prints the volume fit's cost factor:
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/stability.py --system garnet --compound-only --relax none
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/stability.py --system garnet --compound-only --relax volume
 """
 
 from __future__ import annotations
@@ -65,14 +72,15 @@ def reaction(args, settings: dict) -> None:
     from matscreen.competing import build_binary
     from matscreen.label.pyscf import HARTREE_EV
 
-    if args.system not in REACTIONS:
+    if args.system not in REACTIONS and not args.compound_only:
         raise SystemExit(f"--reaction knows {sorted(REACTIONS)}, not {args.system!r}")
     s = label.resolve_settings(settings)
     cells = {"compound": compound(args.system)}
-    for formula, (cation, ox, types) in REACTIONS[args.system].items():
+    for formula, (cation, ox, types) in ({} if args.compound_only else REACTIONS[args.system]).items():
         for t in types:
             cells[f"{formula} {t}"] = build_binary(t, cation, ox, "O")
-    cache = Path(args.store) / f"reaction-{args.system}-{s.hash}.json"
+    cache = cache_path(args, s.hash)
+    cache.parent.mkdir(parents=True, exist_ok=True)
     done = json.loads(cache.read_text()) if cache.exists() else {}
     for name, st in cells.items():
         if name in done:
@@ -83,6 +91,7 @@ def reaction(args, settings: dict) -> None:
             raise SystemExit(f"{name}: {row['status']}: {row['error']}")
         done[name] = {"formula": st.composition.reduced_formula, "nsites": len(st), "energy_ha": row["energy_ha"],
                       "cpu_s": cpu_s() - cpu0, "wall_s": row["wall_s"], "volume_ang3": row.get("volume_ang3"),
+                      "scfs": len(json.loads(row["volume_scan"])) + 1 if row.get("volume_scan") else 1,
                       "bulk_modulus_gpa": row.get("bulk_modulus_gpa"), "input_volume_ang3": st.volume}
         cache.write_text(json.dumps(done, indent=1))
     per_atom = {n: d["energy_ha"] * HARTREE_EV / d["nsites"] for n, d in done.items()}
@@ -91,6 +100,15 @@ def reaction(args, settings: dict) -> None:
         v0 = d["volume_ang3"]
         fit = f", V0 {v0:.2f} A^3 ({100 * (v0 / d['input_volume_ang3'] - 1):+.1f} %), B0 {d['bulk_modulus_gpa']:.0f} GPa" if v0 and d["bulk_modulus_gpa"] else ""
         print(f"  {n:18s} {d['nsites']:3d} atoms  {per_atom[n]:.5f} eV/atom  {d['cpu_s']:7.1f} CPU s{fit}")
+    if args.compound_only:
+        other = "none" if s.relax == "volume" else "volume"
+        peer = cache_path(args, label.settings_hash({**settings, "relax": other}))
+        if peer.exists():
+            p = json.loads(peer.read_text())["compound"]
+            fit, plain = (done["compound"], p) if s.relax == "volume" else (p, done["compound"])
+            print(f"volume fit: {fit['cpu_s']:.0f} against {plain['cpu_s']:.0f} CPU s ({fit['cpu_s'] / plain['cpu_s']:.1f}x), "
+                  f"energy lowered by {1000 * (plain['energy_ha'] - fit['energy_ha']) * HARTREE_EV / fit['nsites']:.1f} meV/atom")
+        return
     comp = Composition(done["compound"]["formula"])
     total, parts = per_atom["compound"] * comp.num_atoms, []
     for formula, (cation, _ox, _types) in REACTIONS[args.system].items():
@@ -102,6 +120,11 @@ def reaction(args, settings: dict) -> None:
     cpu = sum(d["cpu_s"] for d in done.values())
     print(f"reaction energy {comp.reduced_formula} - ({' + '.join(parts)}): {total / comp.num_atoms:+.3f} eV/atom; "
           f"{cpu:.0f} CPU s in all ({done['compound']['cpu_s']:.0f} s the compound)")
+
+
+def cache_path(args, settings_hash: str) -> Path:
+    """The JSON file that keeps a ``--reaction`` (or ``--compound-only``) run's results per structure."""
+    return Path(args.store) / f"reaction-{args.system}-{settings_hash}.json"
 
 
 def cpu_s() -> float:
@@ -124,6 +147,8 @@ def main() -> None:
                     "extend past its first points (default: the schema's)")
     ap.add_argument("--reaction", action="store_true", help="only the compound and the binaries of its reaction "
                     "(REACTIONS; sto, spinel): the reaction energy with CPU seconds per structure")
+    ap.add_argument("--compound-only", action="store_true", help="only the compound (any --system): its CPU seconds "
+                    "and fit; with both --relax runs done, the volume fit's cost factor")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -138,7 +163,7 @@ def main() -> None:
         settings["volume_scan"] = {"max_extra": args.max_extra}
     if args.kmesh:
         settings["kpoints"] = {"kmesh": [int(k) for k in args.kmesh.split(",")]}
-    if args.reaction:
+    if args.reaction or args.compound_only:
         return reaction(args, settings)
     kmesh = f"-k{args.kmesh.replace(',', '')}" if args.kmesh else ""
     out = Path(args.store) / f"{args.system}-{args.relax}-{args.basis or 'default'}{kmesh}.parquet"
