@@ -89,7 +89,7 @@ def setup(args: argparse.Namespace, folder: Path) -> None:
         }
     )
     t1 = time.perf_counter()
-    s = train.settings({"learning_curve": {"enabled": False}})
+    s = train.resolve_settings({"learning_curve": {"enabled": False}})
     data = train.training_frame(feats, labels, "e_above_hull_ev_per_atom")
     boosters, params = train.fit_model(
         data[cols], data["e_above_hull_ev_per_atom"].to_numpy(), np.arange(len(data)), s, 1

@@ -38,7 +38,7 @@ from matscreen import featurize, tables, train  # noqa: E402
 def compare(name: str, feats: pd.DataFrame, labels: pd.DataFrame, target: str, seed: int = 1) -> None:
     import lightgbm as lgb
 
-    s = train.settings({"target": target, "learning_curve": {"enabled": False}})
+    s = train.resolve_settings({"target": target, "learning_curve": {"enabled": False}})
     data = train.training_frame(feats, labels, target)
     cols = train.feature_columns(feats)
     magpie = [c for c in cols if c.startswith("MagpieData")]

@@ -77,3 +77,32 @@ def test_validate_does_not_share_default_objects():
     a["train"]["tuning"]["grid"]["num_leaves"] = [99]
     assert b["train"]["tuning"]["grid"]["num_leaves"] != [99]
     assert copy.deepcopy(b) == b
+
+
+def test_controller_config_check_imports_no_heavy_science():
+    """The Snakemake controller validates the config (and every cluster job re-reads the Snakefile):
+    the checks of every stage run without LightGBM, matminer, scikit-learn, SciPy or PySCF. Before,
+    featurize built matminer's featurizers and train imported LightGBM (about 2.8 s per start)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    heavy = ("lightgbm", "matminer", "sklearn", "scipy", "pyscf")
+    code = ("import sys; from matscreen.config import load_config; load_config(); "
+            f"print(' '.join(m for m in {heavy!r} if m in sys.modules) or 'none')")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root / "scripts")}).stdout.strip()
+    assert out == "none"
+
+
+def test_every_feature_set_switched_off_is_named():
+    cfg = _shipped()
+    cfg["featurize"].update(element_property=[], stoichiometry=False, valence_orbital=False, ion_property=False,
+                            oxidation_states=False, site_features=False)
+    cfg["featurize"]["structure"] = {"density": False, "global_symmetry": False, "site_stats_fingerprint": False}
+    with pytest.raises(ConfigError, match=r"config key 'featurize': every feature set is switched off"):
+        validate(cfg)
+    cfg["featurize"]["structure"]["density"] = True  # one structure set is enough
+    validate(cfg)

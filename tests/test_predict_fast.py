@@ -81,7 +81,7 @@ def real():
     rng = np.random.default_rng(0)
     y = np.nan_to_num(X[:, :4].astype(np.float64)) @ rng.normal(size=4) * 1e-2 + 0.05 * rng.normal(size=len(X))
     y[np.isnan(X[:, 5])] += 0.3  # so that splits send NaN somewhere on purpose
-    s = train.settings({"learning_curve": {"enabled": False}})
+    s = train.resolve_settings({"learning_curve": {"enabled": False}})
     boosters, params = train.fit_model(feats.loc[:799, cols], y[:800], np.arange(800), s, 1)
     ens = train.Ensemble(cols, "e_above_hull_ev_per_atom", boosters, {}, 1.3, params)
     return ens, feats.loc[800:].reset_index(drop=True), X[800:]
@@ -107,9 +107,9 @@ def test_real_ensemble_missing_value_rules_are_exercised(real):
 
 def test_ensemble_predict_takes_the_fast_path_with_the_same_result(real, monkeypatch):
     ens, feats, _ = real
-    monkeypatch.setattr(train, "FAST_MIN_ROWS", 10**9)
+    monkeypatch.setattr(train.model, "FAST_MIN_ROWS", 10**9)
     slow = ens.predict(feats)
-    monkeypatch.setattr(train, "FAST_MIN_ROWS", 1)
+    monkeypatch.setattr(train.model, "FAST_MIN_ROWS", 1)
     calls = []
     original = Forest.predict
     monkeypatch.setattr(
@@ -126,7 +126,7 @@ def test_screen_predict_is_unchanged(real, monkeypatch):
     """Fast path or not, features in the candidates' order or not: the frame of the join + LightGBM."""
     ens, feats, _ = real
     cand = pd.DataFrame({"candidate_id": feats["candidate_id"], "family": "perovskite", "formula": "X"})
-    monkeypatch.setattr(train, "FAST_MIN_ROWS", 10**9)
+    monkeypatch.setattr(train.model, "FAST_MIN_ROWS", 10**9)
     slow = screen.predict(ens, cand, feats, block_rows=2500)
     joined = tables.join_one_to_one(cand, feats, "candidate_id", left_name="c", right_name="f")
     mean, std = ens.predict(joined)
@@ -135,7 +135,7 @@ def test_screen_predict_is_unchanged(real, monkeypatch):
     pd.testing.assert_frame_equal(
         slow[["candidate_id", "family", "formula"]], joined[["candidate_id", "family", "formula"]]
     )
-    monkeypatch.setattr(train, "FAST_MIN_ROWS", 1)
+    monkeypatch.setattr(train.model, "FAST_MIN_ROWS", 1)
     pd.testing.assert_frame_equal(screen.predict(ens, cand, feats, block_rows=2500, threads=2), slow, check_exact=True)
     shuffled = feats.sample(frac=1.0, random_state=4)
     pd.testing.assert_frame_equal(screen.predict(ens, cand, shuffled, block_rows=2500), slow, check_exact=True)
@@ -217,7 +217,7 @@ def test_models_it_cannot_evaluate_are_left_to_lightgbm(real, monkeypatch):
     assert Forest.from_boosters([binary], X.shape[1]) is None
     assert Forest.from_boosters([binary], X.shape[1] + 1) is None
     ens = train.Ensemble([f"f{i}" for i in range(6)], "t", [cat, cat], {})
-    monkeypatch.setattr(train, "FAST_MIN_ROWS", 1)
+    monkeypatch.setattr(train.model, "FAST_MIN_ROWS", 1)
     mean, std = ens.predict(pd.DataFrame(X, columns=ens.features))
     np.testing.assert_array_equal(mean, cat.predict(X))
     with pytest.raises(ValueError, match="float32"):

@@ -176,7 +176,7 @@ def test_calibrated_one_sigma_coverage_on_heteroscedastic_data():
 
 def test_not_worse_than_plain_lightgbm_on_the_same_folds():
     feats, labels = _synthetic(2000, seed=5)
-    s = train.settings({"ensemble_size": 3, "cv_folds": 5, "learning_curve": {"enabled": False}})
+    s = train.resolve_settings({"ensemble_size": 3, "cv_folds": 5, "learning_curve": {"enabled": False}})
     data = train.training_frame(feats, labels, "e_above_hull_ev_per_atom")
     cols = train.feature_columns(feats)
     cv = train.cross_validate(data, cols, "e_above_hull_ev_per_atom", s, seed=1)
@@ -193,9 +193,9 @@ def test_hyperparameters_scale_with_n():
     small, big = train.auto_params(12), train.auto_params(5000)
     assert (small["num_leaves"], small["min_data_in_leaf"]) == (15, 2)
     assert (big["num_leaves"], big["min_data_in_leaf"]) == (31, 20)
-    s = train.settings({"lightgbm": {"num_leaves": 7}})
+    s = train.resolve_settings({"lightgbm": {"num_leaves": 7}})
     assert train.model_params(s, 5000)["num_leaves"] == 7
-    assert train.model_params(train.settings({"hyperparameters": "fixed"}), 5000) == {}
+    assert train.model_params(train.resolve_settings({"hyperparameters": "fixed"}), 5000) == {}
 
 
 def test_nested_tuning_runs_and_keeps_metrics_honest():
@@ -264,7 +264,7 @@ def test_external_table_trains_and_screens_end_to_end(tmp_path):
         str(out / "model.json"),
         str(out / "cv_metrics.parquet"),
         str(out / "oof.parquet"),
-        train.settings(cfg["train"]),
+        train.resolve_settings(cfg["train"]),
         7,
         external_features_path=str(tmp_path / "ext_feats.parquet"),
         external_labels_path=str(tmp_path / "ext.parquet"),

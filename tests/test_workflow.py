@@ -145,7 +145,7 @@ def test_round_1_labels_what_round_0_predicted_best_and_trains_on_both(run):
         & labels0["structure_id"].isin(plan0.loc[plan0["origin"] != "competing", "structure_id"])
     ]
     fresh = preds[~preds["candidate_id"].isin(plan0["candidate_id"].dropna())]
-    stability = train.settings(read_config(run)["train"]).stability  # E_hull: EI improves on the threshold
+    stability = train.resolve_settings(read_config(run)["train"]).stability  # E_hull: EI improves on the threshold
     objective = rounds.Objective(
         target, False, stability.threshold_ev_per_atom if target in stability.targets else None
     )

@@ -115,7 +115,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     cfg = _config(args)
     out = Path(args.output_dir)
     train.run(args.features, args.labels, *(str(out / paths.relative(p, paths.TRAIN)) for p in (paths.MODEL, paths.CV_METRICS, paths.OOF_PREDICTIONS)),
-              train.settings(cfg["train"]), cfg["seed"], config_hash(cfg),
+              train.resolve_settings(cfg["train"]), cfg["seed"], config_hash(cfg),
               label_settings_hash=settings_hash(cfg["label"]),
               learning_curve_out=str(out / paths.relative(paths.LEARNING_CURVE, paths.TRAIN)))
 

@@ -9,6 +9,7 @@ live in :func:`check_semantics` and name the offending key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -33,8 +34,16 @@ class ConfigError(ValueError):
 
 
 def load_schema() -> dict[str, Any]:
+    """The config schema (a fresh copy: callers may modify it)."""
+    return copy.deepcopy(_parsed_schema())
+
+
+@cache
+def _parsed_schema() -> dict[str, Any]:
+    """Parsed once per process: validation and each stage's settings read it (three parses cost
+    about 1.1 s of the controller's start with the pure-Python parser)."""
     with open(SCHEMA_PATH) as fh:
-        return yaml.safe_load(fh)
+        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _is_finite_number(checker: Any, instance: Any) -> bool:
@@ -185,18 +194,23 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 def check_semantics(config: dict[str, Any]) -> None:
     """The config checks a JSON schema cannot express (element symbols, family names, oxidation
     states pymatgen knows, ...), one function per stage; each raises :class:`ConfigError`
-    naming the key. Imported here, not at module level: the stage modules import this one."""
+    naming the key. Imported here, not at module level: the stage modules import this one.
+
+    The Snakemake controller runs these (and every cluster job re-runs them when it re-reads the
+    Snakefile), so they are light: no LightGBM, matminer, scikit-learn, SciPy or PySCF is imported;
+    pymatgen only for its element and oxidation-state tables (enumerate)."""
     from matscreen import enumerate as enumerate_stage
-    from matscreen import featurize, train
+    from matscreen import featurize
     from matscreen.label.checks import check_label_config
+    from matscreen.train.checks import check_screen, check_train
 
     SEMANTIC_CHECKS: list[Callable[[dict[str, Any]], None]] = [  # noqa: N806 (a constant list)
         enumerate_stage.check_config,
         enumerate_stage.check_mixing,
         check_label_config,
         featurize.check_config,
-        train.check_train,
-        train.check_screen,
+        check_train,
+        check_screen,
     ]
     for check in SEMANTIC_CHECKS:
         check(config)
