@@ -388,7 +388,7 @@ def test_matminer_site_featurizers_equal_the_fast_path(fallback: str) -> None:
     give exactly the pipeline's vectorised values, NaNs included."""
     from matminer.featurizers.base import MultipleFeaturizer
 
-    from matscreen import featurize_site
+    from matscreen.featurize import site as featurize_site
     from matscreen.featurizers import COLUMNS, PerovskiteToleranceFactors, SiteAwareFeatures, SiteRoleFeatures
 
     df = random_rows(60, seed=7)

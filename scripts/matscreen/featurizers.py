@@ -1,7 +1,7 @@
 """matscreen's site-aware descriptors as matminer featurizers.
 
-The pipeline computes the site features of :mod:`matscreen.featurize_site` with its vectorised
-path (:func:`matscreen.featurize_site.site_features`: every distinct occupancy string once, then
+The pipeline computes the site features of :mod:`matscreen.featurize.site` with its vectorised
+path (:func:`matscreen.featurize.site.site_features`: every distinct occupancy string once, then
 gathered per row). The classes here give the same numbers one row at a time behind matminer's
 :class:`~matminer.featurizers.base.BaseFeaturizer` interface, so they can be used wherever a
 matminer featurizer can: ``featurize_dataframe``, ``MultipleFeaturizer``, scikit-learn pipelines.
@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 import numpy as np
 from matminer.featurizers.base import BaseFeaturizer
 
-from matscreen import featurize_site
 from matscreen.families import FAMILIES, SITE_LABELS
+from matscreen.featurize import site as featurize_site
 
 #: The columns ``featurize`` reads, in its argument order: ``family`` then ``{site}_species``.
 COLUMNS: tuple[str, ...] = ("family", *(f"{s}_species" for s in SITE_LABELS))
@@ -34,7 +34,7 @@ _TOLERANCE = ("site_goldschmidt_t", "site_octahedral_factor", "site_bartel_tau")
 
 
 class _SiteFeaturizer(BaseFeaturizer):
-    """A subset of :func:`matscreen.featurize_site.feature_labels`, computed for one row."""
+    """A subset of :func:`matscreen.featurize.site.feature_labels`, computed for one row."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = COLUMNS
     _LABELS: ClassVar[tuple[str, ...]] = ()

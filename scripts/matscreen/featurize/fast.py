@@ -238,7 +238,9 @@ def _colsum(cols: Sequence[np.ndarray]) -> np.ndarray:
     return res
 
 
-def _stats(values: np.ndarray, weights: np.ndarray, stats: Sequence[str], wsum: np.ndarray | None = None) -> list[np.ndarray]:
+def _stats(
+    values: np.ndarray, weights: np.ndarray, stats: Sequence[str], wsum: np.ndarray | None = None
+) -> list[np.ndarray]:
     """PropertyStats statistics of c entries per row, vectorised over rows (and properties).
 
     ``values`` is (c, n) or (c, n, P) (P properties at once), ``weights`` (c, n). Column loops over
@@ -402,7 +404,9 @@ def oxidation_states(block: CompositionBlock, stats: Sequence[str]) -> np.ndarra
     out = np.full((n, len(stats)), np.nan)
     n_sp = np.where(block.valid & block.has_oxi, (block.sp_z > 0).sum(axis=1), 0)
     for c, rows in _by_count(n_sp):
-        res = _stats(np.ascontiguousarray(block.sp_oxi[rows, :c].T), np.ascontiguousarray(block.sp_amt[rows, :c].T), stats)
+        res = _stats(
+            np.ascontiguousarray(block.sp_oxi[rows, :c].T), np.ascontiguousarray(block.sp_amt[rows, :c].T), stats
+        )
         for k, r in enumerate(res):
             out[rows, k] = r
     return out
@@ -448,4 +452,3 @@ def ion_property(block: CompositionBlock, source_key: str) -> tuple[np.ndarray, 
         out[rows, 1] = mx
         out[rows, 2] = avg
     return out, handled
-

@@ -49,7 +49,13 @@ from matscreen.families import FAMILIES, Family, parse_occupancy
 
 ROLES: tuple[str, ...] = ("large", "oct", "tet", "anion")
 CATION_ROLES: tuple[str, ...] = ("large", "oct", "tet")
-_ROLE_OF = {"cuboctahedral": "large", "dodecahedral": "large", "octahedral": "oct", "tetrahedral": "tet", "anion": "anion"}
+_ROLE_OF = {
+    "cuboctahedral": "large",
+    "dodecahedral": "large",
+    "octahedral": "oct",
+    "tetrahedral": "tet",
+    "anion": "anion",
+}
 _ROLE_TEXT = {
     "large": "large cation site (cuboctahedral/dodecahedral: perovskite A, garnet C)",
     "oct": "octahedral cation site(s) (perovskite B, double perovskite B and B2, spinel B, garnet A)",
@@ -150,9 +156,7 @@ def site_values(occupancy: str, cn: int, fallback: str) -> SiteValues:
     return SiteValues(chi, r, oxi, r2, "; ".join(errors) or None)
 
 
-def _site_arrays(
-    values: np.ndarray, cn: int, fallback: str
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def _site_arrays(values: np.ndarray, cn: int, fallback: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Per-row chi/r/oxi/r2 arrays, error strings (object, None = fine) and fatal flags for one site column."""
     codes, uniques = pd.factorize(values)
     u = [site_values(str(s), cn, fallback) for s in uniques]
