@@ -47,8 +47,7 @@ so the controller's config check imports only :mod:`.settings`.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from matscreen.lazy import lazy_exports
 
 #: name -> submodule of the re-exported public API
 _EXPORTS = {
@@ -71,15 +70,6 @@ _EXPORTS = {
     "filters": ("FILTERS", "Descriptors"),
     "stage": ("enumerate_family", "formula_unit", "enumerate_candidates", "shard_of", "format_funnel", "run"),
 }
-_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 _SUBMODULES = ("settings", "space", "filters", "stage")
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"matscreen.enumerate.{_WHERE[name]}"), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"matscreen.enumerate.{name}")
-    raise AttributeError(f"module 'matscreen.enumerate' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)

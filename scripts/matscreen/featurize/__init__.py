@@ -38,8 +38,7 @@ so the controller's config check imports only :mod:`.settings`.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from matscreen.lazy import lazy_exports
 
 #: name -> submodule of the re-exported public API
 _EXPORTS = {
@@ -67,15 +66,6 @@ _EXPORTS = {
     "frames": ("feature_values", "featurize_frame"),
     "stage": ("STAGE", "run"),
 }
-_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 _SUBMODULES = ("settings", "sets", "compositions", "fast", "site", "frames", "stage")
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"matscreen.featurize.{_WHERE[name]}"), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"matscreen.featurize.{name}")
-    raise AttributeError(f"module 'matscreen.featurize' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)

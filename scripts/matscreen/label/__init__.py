@@ -42,10 +42,10 @@ Snakemake controller imports only ``settings``, ``checks`` and ``resources``.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from matscreen.label.checks import check_label_config  # noqa: F401 (public API)
+from matscreen.lazy import lazy_exports
 
 #: name -> submodule of the re-exported public API
 _EXPORTS = {
@@ -80,24 +80,12 @@ _EXPORTS = {
     "resources": ("estimate_resources", "scale_resources", "CYCLE_COST"),
     "checks": ("check_label_config", "check_pyscf_names"),
 }
-_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 #: older names kept for callers outside this package
 _ALIASES = {"_atomic_copy": ("store", "atomic_copy"), "_read_target": ("jobs", "read_target")}
 _SUBMODULES = ("settings", "checks", "pyscf", "eos", "refs", "hull", "store", "jobs", "gathering", "resources")
 
-__all__ = sorted([*_WHERE, "store_path"])
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        mod, attr = _WHERE[name], name
-    elif name in _ALIASES:
-        mod, attr = _ALIASES[name]
-    elif name in _SUBMODULES:
-        return importlib.import_module(f"matscreen.label.{name}")
-    else:
-        raise AttributeError(f"module 'matscreen.label' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"matscreen.label.{mod}"), attr)
+__getattr__, _names = lazy_exports(__name__, _EXPORTS, _SUBMODULES, _ALIASES)
+__all__ = sorted([*_names, "store_path"])
 
 
 def store_path(settings: Any, kind: str, key: str) -> Any:

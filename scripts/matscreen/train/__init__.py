@@ -28,8 +28,7 @@ importing ``matscreen.train`` or its light modules does not import LightGBM.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from matscreen.lazy import lazy_exports
 
 #: name -> submodule of the re-exported public API
 _EXPORTS = {
@@ -79,15 +78,6 @@ _EXPORTS = {
         "run",
     ),
 }
-_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 _SUBMODULES = ("settings", "checks", "model", "cv", "stage")
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"matscreen.train.{_WHERE[name]}"), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"matscreen.train.{name}")
-    raise AttributeError(f"module 'matscreen.train' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)
