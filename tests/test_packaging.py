@@ -64,6 +64,29 @@ def test_layout():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
+def test_the_wheel_carries_every_subpackage(tmp_path):
+    """A wheel (``pip wheel .``, as a cluster install would build) holds every package folder under
+    scripts/matscreen; the fixed package list it had before held only matscreen and matscreen.ingest
+    (editable installs hid it: label, report, train, ... were missing from the wheel)."""
+    import zipfile
+
+    import shutil
+
+    src = tmp_path / "src"  # a clean copy: a build/ folder left by an earlier build would fill the gaps
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "scripts", src / "scripts", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(src)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("matscreen-*.whl")
+    inside = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("/__init__.py")}
+    want = {str(p.relative_to(ROOT / "scripts")) for p in (ROOT / "scripts" / "matscreen").rglob("__init__.py")}
+    assert want <= inside, sorted(want - inside)
+    assert len(want) >= 7
+
+
 def _snakemake(*args: str) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("snakemake")
     return subprocess.run([str(exe), *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
