@@ -68,9 +68,8 @@ def test_the_wheel_carries_every_subpackage(tmp_path):
     """A wheel (``pip wheel .``, as a cluster install would build) holds every package folder under
     scripts/matscreen; the fixed package list it had before held only matscreen and matscreen.ingest
     (editable installs hid it: label, report, train, ... were missing from the wheel)."""
-    import zipfile
-
     import shutil
+    import zipfile
 
     src = tmp_path / "src"  # a clean copy: a build/ folder left by an earlier build would fill the gaps
     src.mkdir()
