@@ -160,7 +160,7 @@ def _child_run(args: argparse.Namespace, folder: str) -> None:
     for k in range(args.shards):
         src = Path(folder) / f"part-{k}.parquet"
         a = time.perf_counter()
-        df = featurize._read_inputs([str(src)], "candidate_id", False)
+        df = featurize.stage._read_inputs([str(src)], "candidate_id", False)
         b = time.perf_counter()
         feats = featurize.featurize_frame(df, "candidate_id", settings)
         c = time.perf_counter()

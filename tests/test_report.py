@@ -17,7 +17,7 @@ from workflow_utils import baseline_run, copy_workdir, read_config
 
 from matscreen import paths, report, tables
 from matscreen.report import figures, table_html
-from matscreen.train import _regression_metrics, load_models, primary_target
+from matscreen.train import load_models, primary_target, regression_metrics
 
 
 def _oof(n: int = 12, seed: int = 0) -> pd.DataFrame:
@@ -44,11 +44,11 @@ def test_parity_and_calibration_record_the_metrics_train_computes():
     cal = figures.calibration_table(oof)
     for fam in ("perovskite", "spinel"):
         d = oof[oof["family"] == fam]
-        m = _regression_metrics(d["y_true"].to_numpy(), d["y_pred"].to_numpy(), d["y_std_calibrated"].to_numpy())
+        m = regression_metrics(d["y_true"].to_numpy(), d["y_pred"].to_numpy(), d["y_std_calibrated"].to_numpy())
         assert stats.loc[fam, "mae"] == pytest.approx(m["mae"]) and stats.loc[fam, "rmse"] == pytest.approx(m["rmse"])
         at1 = cal[(cal["family"] == fam) & (cal["sigma"] == "calibrated") & (cal["k"] == 1.0)]
         assert at1["observed"].item() == pytest.approx(m["coverage_1sigma"])
-    raw = _regression_metrics(oof["y_true"].to_numpy(), oof["y_pred"].to_numpy(), oof["y_std"].to_numpy())
+    raw = regression_metrics(oof["y_true"].to_numpy(), oof["y_pred"].to_numpy(), oof["y_std"].to_numpy())
     at1 = cal[(cal["family"] == "all") & (cal["sigma"] == "raw") & (cal["k"] == 1.0)]
     assert at1["observed"].item() == pytest.approx(raw["coverage_1sigma"])
     assert cal["expected"][cal["k"] == 1.0].iloc[0] == pytest.approx(math.erf(1 / math.sqrt(2)))

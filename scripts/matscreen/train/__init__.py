@@ -62,6 +62,7 @@ _EXPORTS = {
         "tune",
         "fit_model",
         "calibration_factor",
+        "regression_metrics",
         "cross_fitted_coverage",
         "stability_metrics",
         "CVResult",

@@ -153,7 +153,7 @@ def cross_fitted_coverage(err: np.ndarray, std: np.ndarray, folds: np.ndarray) -
     return float(covered.mean()) if len(err) else float("nan")
 
 
-def _regression_metrics(y: np.ndarray, p: np.ndarray, s: np.ndarray) -> dict[str, float]:
+def regression_metrics(y: np.ndarray, p: np.ndarray, s: np.ndarray) -> dict[str, float]:
     err = p - y
     ss_tot = float(np.sum((y - y.mean()) ** 2)) if len(y) else 0.0
     return {
@@ -221,14 +221,14 @@ def cross_validate(
         test = folds == k
         boosters, _ = fit_model(data.loc[~test, features], y[~test], groups[~test], s, seed + 1000 * k)
         pred[test], std[test] = Ensemble(features, target, boosters, {}).predict(data.loc[test])
-        m = _regression_metrics(y[test], pred[test], std[test])
+        m = regression_metrics(y[test], pred[test], std[test])
         rows += _rows(target, str(k), "all", {**m, "n_train": (~test).sum(), "n_test": test.sum()})
         log.info(
             "%s fold %d/%d: %d train, %d test, MAE %.4f", target, k + 1, n_folds, (~test).sum(), test.sum(), m["mae"]
         )
     err = pred - y
     factor = calibration_factor(err, std) if s.calibrate else 1.0
-    pooled = _regression_metrics(y, pred, std)
+    pooled = regression_metrics(y, pred, std)
     pooled.update(
         coverage_1sigma_calibrated=cross_fitted_coverage(err, std, folds) if s.calibrate else pooled["coverage_1sigma"],
         calibration_factor=factor,
@@ -243,7 +243,7 @@ def cross_validate(
     if families is not None:
         for f in sorted(set(fam)):
             sel = fam == f
-            m = _regression_metrics(y[sel], pred[sel], factor * std[sel])
+            m = regression_metrics(y[sel], pred[sel], factor * std[sel])
             m["n_test"] = float(sel.sum())
             if target in s.stability.targets:
                 m.update(stability_metrics(y[sel], pred[sel], s.stability.threshold_ev_per_atom, s.stability.top_n))
