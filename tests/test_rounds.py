@@ -13,6 +13,7 @@ from scipy import integrate, stats
 from matscreen import enumerate as en
 from matscreen import rounds, tables
 from matscreen.label.settings import as_settings
+from matscreen.label.store import entry_path
 from matscreen.targets import competing_targets, plan_jobs, prototype_target
 
 LABEL = as_settings({"store": "unused-store", "competing": {"max_polymorphs": 1, "oxidation_states": "common"}})
@@ -153,6 +154,31 @@ def test_the_cpu_hour_budget_passes_over_what_does_not_fit(pool):
     assert again.empty
 
 
+def test_labels_a_store_already_holds_cost_no_budget(pool, tmp_path):
+    """A candidate whose prototype and competing phases a seed store holds (the shipped reference
+    set's, in the demo) runs no label job, so it fits any budget; before, every target was charged
+    its estimate, and at 300 Ha the demo's 2 CPU hours fitted no candidate at all."""
+    from matscreen.label.store import write_rows
+
+    cand, preds = pool
+    plan, labels = _round0(cand, 2)
+    free = rounds.choose(preds, cand, plan, labels, MIN, _settings(), LABEL, 1)
+    assert (free["budget_cpu_hours"] > 0).all()  # nothing stored: every target charged its estimate
+    seeded = LABEL.replace(store=str(tmp_path / "store"), seed_stores=(str(tmp_path / "seed"),))
+    seed_as_store = seeded.replace(store=str(tmp_path / "seed"))
+    for sid in free["structure_id"]:
+        row = {"structure_id": sid, "settings_hash": seeded.hash, "status": "ok", "energy_ha": -1.0}
+        write_rows([row], entry_path(seed_as_store, "structures", sid), tables.LABELS, seed_as_store, "")
+    tiny = _settings(budget={"cpu_hours": 1e-6})
+    held = rounds.choose(preds, cand, plan, labels, MIN, tiny, seeded, 1)
+    assert list(held["structure_id"]) == list(free["structure_id"])
+    assert (held["budget_cpu_hours"] == 0).all()
+    # the charge is kept with the plan (a contract column): the rounds after it find the budget unspent
+    later, _ = plan_jobs(rounds.extend(plan, held), seeded)
+    assert later.loc[later["round"] == 1, "budget_cpu_hours"].tolist() == [0.0] * len(held)
+    assert rounds._charged_hours(later[later["round"] >= 1]) == 0.0
+
+
 def test_rounds_table_scores_the_previous_model_on_the_new_labels():
     plan0 = tables.conform(
         pd.DataFrame(
@@ -230,7 +256,7 @@ def test_stability_targets_improve_on_the_threshold_not_on_the_best_label():
     assert ei[1] < 1e-12
 
 
-def test_cells_larger_than_max_sites_are_passed_over():
+def test_cells_larger_than_max_sites_are_passed_over(monkeypatch):
     cand, _ = en.enumerate_candidates(
         {
             "families": ["perovskite", "spinel"],
@@ -258,3 +284,10 @@ def test_cells_larger_than_max_sites_are_passed_over():
     assert set(free.loc[free["origin"] == "candidate", "family"]) == {"spinel"}
     chosen = capped[capped["origin"] == "candidate"]
     assert set(chosen["family"]) == {"perovskite"} and (chosen["nsites"] <= 5).all() and len(chosen) == 2
+    # more better-scored spinels than a round examines (rounds.EXAMINE_PER_LABEL per label): they are
+    # passed over by their family's cell size before any prototype is built, so the round still
+    # reaches the perovskites (before, it built the spinels, counted them as examined and chose nothing)
+    monkeypatch.setattr(rounds, "EXAMINE_PER_LABEL", 2)  # 9 spinels here: more than the round may examine
+    assert (cand["family"] == "spinel").sum() > rounds.EXAMINE_PER_LABEL
+    one = rounds.choose(preds, cand, plan, labels, MIN, _settings(labels_per_round=1, max_sites=5), LABEL, 1)
+    assert one.loc[one["origin"] == "candidate", "family"].tolist() == ["perovskite"]

@@ -78,6 +78,14 @@ class Family:
     def atoms_per_formula_unit(self) -> int:
         return sum(s.multiplicity for s in self.sites)
 
+    @property
+    def primitive_atoms(self) -> int:
+        """Atoms in the primitive cell of an ordered prototype (the conventional cell's formula
+        units over its lattice centring: P 1, I 2, F 4): 5, 10, 14 and 80 for the four families.
+        A mixed-site candidate's ordered supercell is larger."""
+        centring = {"P": 1, "I": 2, "F": 4}[self.spacegroup[0]]
+        return self.atoms_per_formula_unit * self.z_conventional // centring
+
 
 PEROVSKITE = Family(
     name="perovskite",

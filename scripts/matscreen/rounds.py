@@ -120,6 +120,14 @@ def _cpu_hours(runtime_min: pd.Series, threads: pd.Series) -> float:
     return float((runtime_min.astype(float).fillna(0) * threads.astype(float).fillna(1)).sum() / 60.0)
 
 
+def _charged_hours(plan: pd.DataFrame) -> float:
+    """What a plan's rows charged to ``rounds.budget.cpu_hours`` when they were chosen
+    (``budget_cpu_hours``; rows of plans written before that column: their estimates)."""
+    charged = plan["budget_cpu_hours"].astype(float) if "budget_cpu_hours" in plan.columns else None
+    estimate = plan["runtime_min"].astype(float).fillna(0) * plan["threads"].astype(float).fillna(1) / 60.0
+    return float((estimate if charged is None else charged.fillna(estimate)).sum())
+
+
 def choose(
     predictions: pd.DataFrame,
     candidates: pd.DataFrame,
@@ -134,16 +142,15 @@ def choose(
     """Round ``round_``'s new targets (LABEL_TARGETS rows without the plan columns): the chosen
     compounds and the competing phases they add. ``previous`` is round ``round_ - 1``'s plan,
     ``labels`` its labels, ``predictions`` its model's candidate predictions."""
-    from matscreen.label.resources import estimate_resources
+    from matscreen.families import get_family
     from matscreen.screen import pred_column, std_column
-    from matscreen.structjson import structure_from_json
-    from matscreen.targets import competing_targets, computable, elements_of, prototype_target
+    from matscreen.targets import competing_targets, computable, elements_of, job_cpu_hours, prototype_target
 
     s = rounds_
     empty = tables.empty_frame(tables.LABEL_TARGETS)
-    # budget spent by every round after round 0 so far (estimates, as the plan recorded them)
+    # budget spent by every round after round 0 so far (as charged when they were chosen)
     later = previous[previous["round"].fillna(0).astype(int) >= 1]
-    spent_h = _cpu_hours(later["runtime_min"], later["threads"])
+    spent_h = _charged_hours(later)
     spent_n = int((later["origin"] == "candidate").sum())
     left_n = s.labels_per_round if s.budget.labels is None else min(s.labels_per_round, s.budget.labels - spent_n)
     left_h = float("inf") if s.budget.cpu_hours is None else s.budget.cpu_hours - spent_h
@@ -204,15 +211,21 @@ def choose(
             continue
         if not computable(sorted(system), label_settings):
             continue
+        if s.max_sites is not None and get_family(rec["family"]).primitive_atoms > s.max_sites:
+            continue  # known without building the prototype: it does not count as one examined
         row = prototype_target(rec)
         built += 1
         if row["structure_id"] in known or (s.max_sites is not None and row["nsites"] > s.max_sites):
             continue
         comp = competing_targets(pd.DataFrame([row]), label_settings, known=known)
-        cost = 0.0
-        for sj in [row["structure"], *comp["structure"]]:
-            res = estimate_resources(structure_from_json(sj, f"round {round_} target"), label_settings)
-            cost += res["runtime"] * res["threads"] / 60.0
+        # what is already in a label store (the shipped seed store included) costs no job
+        row["budget_cpu_hours"] = job_cpu_hours(row["structure_id"], row["structure"], label_settings)
+        comp = comp.assign(
+            budget_cpu_hours=[
+                job_cpu_hours(i, j, label_settings) for i, j in zip(comp["structure_id"], comp["structure"])
+            ]
+        )
+        cost = row["budget_cpu_hours"] + float(comp["budget_cpu_hours"].sum())
         if cost > left_h:
             skipped_budget += 1
             continue
@@ -336,7 +349,7 @@ def rounds_table(
         seen_ok = (seen["status"] == "ok") & seen_value.notna()
         est = _cpu_hours(new["runtime_min"], new["threads"])
         if r >= 1:
-            spent += est
+            spent += _charged_hours(new)
         measured = lab.reindex(new["structure_id"])
         threads = new.set_index("structure_id")["threads"].astype(float).fillna(1)
         label_h = float((measured["wall_s"].astype(float) * threads).sum() / 3600.0)

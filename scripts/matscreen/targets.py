@@ -52,8 +52,11 @@ def _select(select: Select | Mapping[str, Any]) -> Select:
     return select if isinstance(select, Select) else as_settings({"select": dict(select)}).select
 
 
-def from_structures(structures: pd.DataFrame, select: Select | Mapping[str, Any],
-                    settings: LabelSettings | Mapping[str, Any] | None = None) -> pd.DataFrame:
+def from_structures(
+    structures: pd.DataFrame,
+    select: Select | Mapping[str, Any],
+    settings: LabelSettings | Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
     """Ingested structures to label: unique, computable with ``settings``' basis and
     pseudopotential (asked here, not in ingest), at most ``max_sites`` atoms when primitive."""
     select = _select(select)
@@ -63,28 +66,54 @@ def from_structures(structures: pd.DataFrame, select: Select | Mapping[str, Any]
     keep = structures[structures["duplicate_of"].isna()]
     rows = []
     for rec in keep.to_dict("records"):
-        prim = structure_from_json(rec["structure"], f"structures table, structure {rec['structure_id']}").get_primitive_structure()
+        prim = structure_from_json(
+            rec["structure"], f"structures table, structure {rec['structure_id']}"
+        ).get_primitive_structure()
         bad = _unsupported(sorted({el.symbol for el in prim.composition.elements}), settings)
         if bad:
-            log.info("not labeling %s (%s): no basis/pseudopotential for %s in basis %r / pseudo %r",
-                     rec["structure_id"], rec["formula"], ", ".join(bad), settings.basis, settings.pseudo)
+            log.info(
+                "not labeling %s (%s): no basis/pseudopotential for %s in basis %r / pseudo %r",
+                rec["structure_id"],
+                rec["formula"],
+                ", ".join(bad),
+                settings.basis,
+                settings.pseudo,
+            )
             continue
         if len(prim) > int(select.max_sites):
-            log.info("not labeling %s (%s): %d atoms in the primitive cell > label.select.max_sites",
-                     rec["structure_id"], rec["formula"], len(prim))
+            log.info(
+                "not labeling %s (%s): %d atoms in the primitive cell > label.select.max_sites",
+                rec["structure_id"],
+                rec["formula"],
+                len(prim),
+            )
             continue
-        rows.append({
-            "structure_id": rec["structure_id"], "origin": "ingest", "candidate_id": None,
-            "family": rec["family"], "formula": prim.composition.formula, "nsites": len(prim),
-            **{c: rec.get(c) for c in _SITE_COLS}, "structure": prim.to_json(),
-        })
-    return tables.conform(pd.DataFrame(rows), tables.LABEL_TARGETS) if rows else tables.empty_frame(tables.LABEL_TARGETS)
+        rows.append(
+            {
+                "structure_id": rec["structure_id"],
+                "origin": "ingest",
+                "candidate_id": None,
+                "family": rec["family"],
+                "formula": prim.composition.formula,
+                "nsites": len(prim),
+                **{c: rec.get(c) for c in _SITE_COLS},
+                "structure": prim.to_json(),
+            }
+        )
+    return (
+        tables.conform(pd.DataFrame(rows), tables.LABEL_TARGETS) if rows else tables.empty_frame(tables.LABEL_TARGETS)
+    )
 
 
 def _elements(row: Mapping[str, Any]) -> set[str]:
     from matscreen.families import parse_occupancy
 
-    return {ion.element for s in SITE_LABELS if isinstance(row.get(f"{s}_species"), str) for ion in parse_occupancy(row[f"{s}_species"])}
+    return {
+        ion.element
+        for s in SITE_LABELS
+        if isinstance(row.get(f"{s}_species"), str)
+        for ion in parse_occupancy(row[f"{s}_species"])
+    }
 
 
 def _stratum(rec: Mapping[str, Any]) -> tuple[str, str]:
@@ -97,8 +126,9 @@ def _stratum(rec: Mapping[str, Any]) -> tuple[str, str]:
     return anion, str(rec.get("arrangement") or "")
 
 
-def _choose(pool: pd.DataFrame, n: int, select: Select, label_settings: LabelSettings, seed: int,
-            *, stratify: bool, what: str) -> list[dict[str, Any]]:
+def _choose(
+    pool: pd.DataFrame, n: int, select: Select, label_settings: LabelSettings, seed: int, *, stratify: bool, what: str
+) -> list[dict[str, Any]]:
     """Up to ``n`` prototype rows from ``pool`` in seeded random order: one per reduced formula, at
     most ``select.max_per_system`` per set of elements, elements in ``select.elements`` and computable."""
     allowed = select.elements
@@ -142,9 +172,14 @@ def prototype_target(candidate: Mapping[str, Any]) -> dict[str, Any]:
 
     s = build_prototype(candidate)
     return {
-        "structure_id": structure_id(s), "origin": "candidate", "candidate_id": candidate["candidate_id"],
-        "family": candidate["family"], "formula": s.composition.formula, "nsites": len(s),
-        **{c: candidate.get(c) for c in _SITE_COLS}, "structure": s.to_json(),
+        "structure_id": structure_id(s),
+        "origin": "candidate",
+        "candidate_id": candidate["candidate_id"],
+        "family": candidate["family"],
+        "formula": s.composition.formula,
+        "nsites": len(s),
+        **{c: candidate.get(c) for c in _SITE_COLS},
+        "structure": s.to_json(),
     }
 
 
@@ -159,7 +194,10 @@ def elements_of(candidate: Mapping[str, Any]) -> set[str]:
 
 
 def from_candidates(
-    candidates: pd.DataFrame, select: Select | Mapping[str, Any], label_settings: LabelSettings | Mapping[str, Any], seed: int
+    candidates: pd.DataFrame,
+    select: Select | Mapping[str, Any],
+    label_settings: LabelSettings | Mapping[str, Any],
+    seed: int,
 ) -> pd.DataFrame:
     """A seeded random choice of candidates, built as prototype structures.
 
@@ -177,13 +215,23 @@ def from_candidates(
             # seed + the family's place in families.FAMILIES: a family's sample does not depend
             # on which other families are listed (a set can be labeled family by family)
             k = list(FAMILIES).index(family) if family in FAMILIES else len(FAMILIES)
-            rows += _choose(candidates[candidates["family"] == family], int(n), select, label_settings, seed + k,
-                            stratify=True, what=f"label.select.per_family.{family}")
+            rows += _choose(
+                candidates[candidates["family"] == family],
+                int(n),
+                select,
+                label_settings,
+                seed + k,
+                stratify=True,
+                what=f"label.select.per_family.{family}",
+            )
     else:
         pool = candidates[candidates["family"].isin(list(select.families or []))]
-        rows = _choose(pool, int(select.candidates), select, label_settings, seed, stratify=False,
-                       what="label.select.candidates")
-    return tables.conform(pd.DataFrame(rows), tables.LABEL_TARGETS) if rows else tables.empty_frame(tables.LABEL_TARGETS)
+        rows = _choose(
+            pool, int(select.candidates), select, label_settings, seed, stratify=False, what="label.select.candidates"
+        )
+    return (
+        tables.conform(pd.DataFrame(rows), tables.LABEL_TARGETS) if rows else tables.empty_frame(tables.LABEL_TARGETS)
+    )
 
 
 def anion_of(formula: str) -> str:
@@ -192,8 +240,9 @@ def anion_of(formula: str) -> str:
     return max(comp.elements, key=lambda el: (el.X if el.X == el.X else 0.0, el.Z)).symbol
 
 
-def competing_targets(targets: pd.DataFrame, label_settings: LabelSettings,
-                      known: set[str] | frozenset[str] = frozenset()) -> pd.DataFrame:
+def competing_targets(
+    targets: pd.DataFrame, label_settings: LabelSettings, known: set[str] | frozenset[str] = frozenset()
+) -> pd.DataFrame:
     """The competing binary phases of every target's chemical system, as LABEL_TARGETS rows.
 
     One set per (cation elements, anion) of the targets, from the shipped structure library
@@ -207,13 +256,18 @@ def competing_targets(targets: pd.DataFrame, label_settings: LabelSettings,
     if not comp.enabled or targets.empty:
         return tables.empty_frame(tables.LABEL_TARGETS)
     rows, seen = [], set(targets["structure_id"]) | set(known)
-    systems = sorted({(frozenset(el.symbol for el in Composition(f).elements), anion_of(f)) for f in targets["formula"]},
-                     key=lambda s: (sorted(s[0]), s[1]))
+    systems = sorted(
+        {(frozenset(el.symbol for el in Composition(f).elements), anion_of(f)) for f in targets["formula"]},
+        key=lambda s: (sorted(s[0]), s[1]),
+    )
     for elements, anion in systems:
         if len(elements) < 2:  # an element competes only with its own reference
             continue
-        kw = dict(oxidation_states=comp.oxidation_states, max_polymorphs=int(comp.max_polymorphs),
-                  include_expensive=bool(comp.include_expensive))
+        kw = dict(
+            oxidation_states=comp.oxidation_states,
+            max_polymorphs=int(comp.max_polymorphs),
+            include_expensive=bool(comp.include_expensive),
+        )
         for ph in competing_phases(sorted(elements), anion, user_files=tuple(comp.files), **kw):
             if _unsupported(sorted(el.symbol for el in ph.structure.composition.elements), label_settings):
                 continue
@@ -221,9 +275,18 @@ def competing_targets(targets: pd.DataFrame, label_settings: LabelSettings,
             if sid in seen:
                 continue
             seen.add(sid)
-            rows.append({"structure_id": sid, "origin": "competing", "candidate_id": None, "family": "other",
-                         "formula": ph.structure.composition.formula, "nsites": len(ph.structure),
-                         "prototype": ph.prototype, "structure": ph.structure.to_json()})
+            rows.append(
+                {
+                    "structure_id": sid,
+                    "origin": "competing",
+                    "candidate_id": None,
+                    "family": "other",
+                    "formula": ph.structure.composition.formula,
+                    "nsites": len(ph.structure),
+                    "prototype": ph.prototype,
+                    "structure": ph.structure.to_json(),
+                }
+            )
     if not rows:
         return tables.empty_frame(tables.LABEL_TARGETS)
     return tables.conform(pd.DataFrame(rows), tables.LABEL_TARGETS)
@@ -243,10 +306,26 @@ def select_targets(
     if len(competing):
         df = pd.concat([df, competing], ignore_index=True)
     df["round"] = pd.Series([0] * len(df), index=df.index, dtype="Int64")
-    log.info("label targets: %d ingested, %d candidate prototypes, %d competing phases",
-             int((df["origin"] == "ingest").sum()), int((df["origin"] == "candidate").sum()),
-             int((df["origin"] == "competing").sum()))
+    log.info(
+        "label targets: %d ingested, %d candidate prototypes, %d competing phases",
+        int((df["origin"] == "ingest").sum()),
+        int((df["origin"] == "candidate").sum()),
+        int((df["origin"] == "competing").sum()),
+    )
     return df
+
+
+def job_cpu_hours(structure_id: str, structure_json: str, settings: LabelSettings) -> float:
+    """Estimated CPU hours of the label job of one target: 0 when the label store or a seed store
+    already holds its label (no job runs), else the resource model's runtime x threads, as
+    :func:`plan_jobs` records them."""
+    from matscreen.label.resources import estimate_resources
+    from matscreen.label.store import has_entry
+
+    if has_entry(settings, "structures", structure_id):
+        return 0.0
+    res = estimate_resources(structure_from_json(structure_json, f"label target {structure_id}"), settings)
+    return res["runtime"] * res["threads"] / 60.0
 
 
 def plan_jobs(targets: pd.DataFrame, settings: LabelSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -271,15 +350,25 @@ def plan_jobs(targets: pd.DataFrame, settings: LabelSettings) -> tuple[pd.DataFr
     out["threads"] = pd.Series([int(settings.resources.threads)] * len(out), index=out.index, dtype="Int64")
     elements = reference_elements(out)
     refs = pd.DataFrame({"element": elements, "stored": [has_entry(settings, "references", el) for el in elements]})
-    log.info("label jobs: %d of %d targets and %d of %d references already in the label store %s (no job)",
-             int(out["stored"].sum()), len(out), int(refs["stored"].sum()), len(refs),
-             Path(settings.store) / settings.hash)
+    log.info(
+        "label jobs: %d of %d targets and %d of %d references already in the label store %s (no job)",
+        int(out["stored"].sum()),
+        len(out),
+        int(refs["stored"].sum()),
+        len(refs),
+        Path(settings.store) / settings.hash,
+    )
     return tables.conform(out, tables.LABEL_TARGETS), tables.conform(refs, tables.REFERENCE_TARGETS)
 
 
 def run(
-    structures_path: str, candidate_paths: list[str], out_path: str, label_settings: LabelSettings | Mapping[str, Any],
-    seed: int, config_hash: str = "", references_out: str | None = None,
+    structures_path: str,
+    candidate_paths: list[str],
+    out_path: str,
+    label_settings: LabelSettings | Mapping[str, Any],
+    seed: int,
+    config_hash: str = "",
+    references_out: str | None = None,
 ) -> None:
     """The checkpoint ``select_label_targets``: the targets table (and, with ``references_out``,
     the reference-targets table), after checking that PySCF knows the configured names."""
@@ -290,9 +379,19 @@ def run(
     structures = tables.read_table(structures_path, tables.STRUCTURES)
     candidates = tables.read_tables(candidate_paths, tables.CANDIDATES)
     targets, refs = plan_jobs(select_targets(structures, candidates, s, seed), s)
-    prov = provenance("select_label_targets", {"select": settings_dict(s)["select"], "competing": settings_dict(s)["competing"],
-                                               "seed": seed, "settings_hash": s.hash}, config_hash)
+    prov = provenance(
+        "select_label_targets",
+        {
+            "select": settings_dict(s)["select"],
+            "competing": settings_dict(s)["competing"],
+            "seed": seed,
+            "settings_hash": s.hash,
+        },
+        config_hash,
+    )
     if references_out is None:
         tables.write_table(targets, out_path, tables.LABEL_TARGETS, prov)
     else:
-        tables.write_tables([(targets, out_path, tables.LABEL_TARGETS), (refs, references_out, tables.REFERENCE_TARGETS)], prov)
+        tables.write_tables(
+            [(targets, out_path, tables.LABEL_TARGETS), (refs, references_out, tables.REFERENCE_TARGETS)], prov
+        )
