@@ -170,6 +170,8 @@ def test_labels_a_store_already_holds_cost_no_budget(pool, tmp_path):
         row = {"structure_id": sid, "settings_hash": seeded.hash, "status": "ok", "energy_ha": -1.0}
         write_rows([row], entry_path(seed_as_store, "structures", sid), tables.LABELS, seed_as_store, "")
     tiny = _settings(budget={"cpu_hours": 1e-6})
+    # the run's own store holding them changes nothing: a rerun chooses what a fresh run chose
+    assert rounds.choose(preds, cand, plan, labels, MIN, tiny, seed_as_store.replace(seed_stores=()), 1).empty
     held = rounds.choose(preds, cand, plan, labels, MIN, tiny, seeded, 1)
     assert list(held["structure_id"]) == list(free["structure_id"])
     assert (held["budget_cpu_hours"] == 0).all()

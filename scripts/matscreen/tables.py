@@ -211,7 +211,7 @@ LABEL_TARGETS = Table(
         Column("round", "int64", "active-learning round that chose the target (0 = label.select's seeded choice); "
                "a competing phase belongs to the round of the compound that first needed it"),
         Column("budget_cpu_hours", "float64", "what choosing this target charged to rounds.budget.cpu_hours: the "
-               "estimated runtime x threads, 0 when a label store already held it (no job); null for round 0", "h"),
+               "estimated runtime x threads, 0 when a seed store held its label (no job); null for round 0", "h"),
     ),
 )
 
@@ -428,7 +428,7 @@ ROUNDS = Table(
         Column("cv_mae", "float64", "pooled out-of-fold MAE of the round's model on the target (cv_metrics, family 'all')"),
         Column("est_cpu_hours", "float64", "estimated CPU hours of the round's new label jobs (runtime_min x threads of label_targets)", "h"),
         Column("label_cpu_hours", "float64", "measured CPU hours of the round's new labels (wall_s x threads; from the store when computed earlier)", "h"),
-        Column("budget_cpu_hours_spent", "float64", "CPU hours charged to rounds.budget.cpu_hours by every round after round 0 up to this one (label_targets.budget_cpu_hours: labels a store already held are free)", "h"),
+        Column("budget_cpu_hours_spent", "float64", "CPU hours charged to rounds.budget.cpu_hours by every round after round 0 up to this one (label_targets.budget_cpu_hours: labels a seed store held are free)", "h"),
     ),
 )
 

@@ -316,13 +316,14 @@ def select_targets(
 
 
 def job_cpu_hours(structure_id: str, structure_json: str, settings: LabelSettings) -> float:
-    """Estimated CPU hours of the label job of one target: 0 when the label store or a seed store
-    already holds its label (no job runs), else the resource model's runtime x threads, as
-    :func:`plan_jobs` records them."""
+    """Estimated CPU hours of the label job of one target, as charged to ``rounds.budget``: 0 when
+    a seed store holds its label (no job runs), else the resource model's runtime x threads, as
+    :func:`plan_jobs` records them. The run's own store is not asked: what a rerun or a resumed
+    run has already cached must not change which candidates a round chooses."""
     from matscreen.label.resources import estimate_resources
-    from matscreen.label.store import has_entry
+    from matscreen.label.store import in_seed_store
 
-    if has_entry(settings, "structures", structure_id):
+    if in_seed_store(settings, "structures", structure_id):
         return 0.0
     res = estimate_resources(structure_from_json(structure_json, f"label target {structure_id}"), settings)
     return res["runtime"] * res["threads"] / 60.0

@@ -94,6 +94,12 @@ def find_entry(settings: LabelSettings, kind: str, key: str) -> Path | None:
     return None
 
 
+def in_seed_store(settings: LabelSettings, kind: str, key: str) -> bool:
+    """Whether a seed store (``settings.seed_stores``, read-only, versioned with the config) holds
+    ``key`` under ``settings``' hash; the run's own store is not asked and nothing is copied."""
+    return any(is_hit(_entry_in(resolve_path(seed), settings, kind, key), KINDS[kind]) for seed in settings.seed_stores)
+
+
 def has_entry(settings: LabelSettings, kind: str, key: str) -> bool:
     """Whether ``key`` of ``kind`` is stored (readable) under ``settings``' hash, in the store or
     in a seed store (then it is copied into the store)."""
