@@ -218,7 +218,7 @@ def choose(
         if row["structure_id"] in known or (s.max_sites is not None and row["nsites"] > s.max_sites):
             continue
         comp = competing_targets(pd.DataFrame([row]), label_settings, known=known)
-        # what is already in a label store (the shipped seed store included) costs no job
+        # a label a seed store holds costs no job (the run's own store is not asked: see job_cpu_hours)
         row["budget_cpu_hours"] = job_cpu_hours(row["structure_id"], row["structure"], label_settings)
         comp = comp.assign(
             budget_cpu_hours=[
