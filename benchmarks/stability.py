@@ -85,12 +85,17 @@ def reaction(args, settings: dict) -> None:
     for name, st in cells.items():
         if name in done:
             continue
+        # a volume scan killed part way resumes from its journal; the journaled points' time counts
+        # as their wall time (one thread: about their CPU time)
+        journal = cache.with_name(f"{cache.stem}-{name.replace(' ', '_')}.journal.json")
+        prior_s = sum(p["result"]["wall_s"] for p in json.loads(journal.read_text())["points"]) if journal.exists() else 0.0
         cpu0 = cpu_s()
-        row = label.compute_label(st, name, s)
+        row = label.compute_label(st, name, s, journal=journal)
         if row["status"] != "ok":
             raise SystemExit(f"{name}: {row['status']}: {row['error']}")
+        journal.unlink(missing_ok=True)
         done[name] = {"formula": st.composition.reduced_formula, "nsites": len(st), "energy_ha": row["energy_ha"],
-                      "cpu_s": cpu_s() - cpu0, "wall_s": row["wall_s"], "volume_ang3": row.get("volume_ang3"),
+                      "cpu_s": cpu_s() - cpu0 + prior_s, "wall_s": row["wall_s"], "volume_ang3": row.get("volume_ang3"),
                       "scfs": len(json.loads(row["volume_scan"])) + 1 if row.get("volume_scan") else 1,
                       "bulk_modulus_gpa": row.get("bulk_modulus_gpa"), "input_volume_ang3": st.volume}
         cache.write_text(json.dumps(done, indent=1))

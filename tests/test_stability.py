@@ -174,6 +174,71 @@ def test_volume_scan_reuses_the_neighbours_density(monkeypatch: pytest.MonkeyPat
     assert seen[0] is None and all(d is not None for d in seen[1:])
 
 
+def test_a_killed_volume_scan_resumes_from_its_journal(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """A garnet's scan is hours: a job killed after some points must not compute them again."""
+    s = label.resolve_settings({"relax": "volume"})
+    whole: list[float] = []
+    _fake_scf(monkeypatch, 74.0, whole)
+    uninterrupted = label_eos.volume_scan(_cubic(4.0), s)
+
+    journal = tmp_path / "SrTiO3.journal.json"
+    first: list[float] = []
+    _fake_scf(monkeypatch, 74.0, first)
+    fake = label_eos.run_scf
+
+    def killed_after_three(structure, settings, **kw):
+        if len(first) == 3:
+            raise KeyboardInterrupt  # the scheduler's time limit, a kill, the session's end
+        return fake(structure, settings, **kw)
+
+    monkeypatch.setattr(label_eos, "run_scf", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        label_eos.volume_scan(_cubic(4.0), s, journal=journal)
+    assert len(json.loads(journal.read_text())["points"]) == 3
+
+    rerun: list[float] = []
+    _fake_scf(monkeypatch, 74.0, rerun)
+    resumed = label_eos.volume_scan(_cubic(4.0), s, journal=journal)
+    assert not set(np.round(rerun, 6)) & set(np.round(first, 6))  # no point computed twice
+    assert len(first) + len(rerun) == len(whole)
+    assert resumed.volume_ang3 == pytest.approx(uninterrupted.volume_ang3, rel=1e-9)
+    assert resumed.result.energy_ha == pytest.approx(uninterrupted.result.energy_ha, abs=1e-12)
+    assert resumed.scan == uninterrupted.scan
+    assert resumed.result.wall_s >= 0.1 * len(first)  # the journaled points (0.1 s each) count in its time
+
+
+def test_a_journal_of_another_cell_is_not_reused(monkeypatch: pytest.MonkeyPatch, tmp_path, caplog) -> None:
+    s = label.resolve_settings({"relax": "volume"})
+    journal = tmp_path / "x.journal.json"
+    calls: list[float] = []
+    _fake_scf(monkeypatch, 74.0, calls)
+    label_eos.volume_scan(_cubic(4.0), s, journal=journal)
+    calls.clear()
+    label_eos.volume_scan(_cubic(4.1), s, journal=journal)  # same key, another input cell
+    assert len(calls) >= s.volume_scan.points  # every point computed afresh
+    assert "starting the scan afresh" in caplog.text
+
+
+def test_the_store_removes_a_journal_once_the_entry_is_written(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    s = label.resolve_settings({"relax": "volume", "store": str(tmp_path / "store")})
+    calls: list[float] = []
+    _fake_scf(monkeypatch, 66.0, calls)
+    journal = label.store.journal_path(s, "structures", "sto-1")
+    seen: list[bool] = []
+    real = label_eos.write_journal
+
+    def spy(path, header, points):
+        real(path, header, points)
+        seen.append(path == journal and path.is_file())
+
+    monkeypatch.setattr(label_eos, "write_journal", spy)
+    hit = label.label_structure(_cubic(4.0), "sto-1", tmp_path / "out.parquet", s)
+    assert not hit and seen and all(seen)  # the store's job journaled its points where journal_path says
+    assert not journal.exists()
+    row = tables.read_table(tmp_path / "out.parquet", tables.LABELS).iloc[0]
+    assert row["status"] == "ok" and row["volume_ang3"] == pytest.approx(66.0, rel=1e-3)
+
+
 def test_volume_scan_with_too_few_converged_points_fails_with_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     def run_scf(structure, settings, **kw):
         ok = structure.volume < 64.5

@@ -14,6 +14,13 @@ Birch-Murnaghan by default), and one more SCF at the fitted minimum gives the la
 gap and density. If that energy lies above a scanned point (a poor fit), the lowest scanned point
 is the label instead and the note says so. Atomic positions are not relaxed (internal
 coordinates stay those of the input cell), nor is the cell shape.
+
+A garnet's scan is hours of SCFs, longer than a session or a SLURM time limit may allow, so each
+finished point is written to a **journal** (``journal=``; the label store keeps one beside the
+entry, :func:`matscreen.label.store.journal_path`). A rerun of the same label starts where the
+killed one stopped: points in the journal are not recomputed (the first new one starts from the
+``init_guess``, not a neighbour's density) and the label's ``wall_s`` counts their time too. A
+journal written for another cell, k-point or FFT mesh, step or spin is ignored, with a warning.
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,6 +74,63 @@ def scaled(structure: Structure, volume: float) -> Structure:
     return out
 
 
+def _journal_header(
+    formula: str,
+    v_in: float,
+    kmesh: Sequence[int],
+    settings: LabelSettings,
+    step: float,
+    spin: int | None,
+    unrestricted: bool | None,
+) -> dict[str, Any]:
+    """What a journal's points were computed for; a journal with another header is not reused."""
+    return {
+        "formula": formula,
+        "input_volume_ang3": round(v_in, 6),
+        "kmesh": [int(k) for k in kmesh],
+        "mesh": None if settings.mesh is None else [int(n) for n in settings.mesh],
+        "step": step,
+        "spin": spin,
+        "unrestricted": unrestricted,
+    }
+
+
+def read_journal(path: Path, header: dict[str, Any]) -> dict[float, SCFResult]:
+    """The scan points (offset -> SCFResult, without density) a journal at ``path`` holds for
+    ``header``; empty when there is none, or it was written for something else (logged)."""
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("header") != header:
+            log.warning(
+                "%s: volume-scan journal written for %s, not %s: starting the scan afresh",
+                path,
+                doc.get("header"),
+                header,
+            )
+            return {}
+        return {float(p["offset"]): SCFResult(**p["result"]) for p in doc["points"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: unreadable volume-scan journal (%s): starting the scan afresh", path, exc)
+        return {}
+
+
+def write_journal(path: Path, header: dict[str, Any], points: dict[float, SCFResult]) -> None:
+    """Every finished scan point, atomically (a killed job leaves the previous journal whole)."""
+    from matscreen.atomic import write_text
+
+    doc = {
+        "header": header,
+        "points": [
+            {"offset": off, "result": {k: v for k, v in dataclasses.asdict(res).items() if k != "dm"}}
+            for off, res in sorted(points.items())
+        ],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(doc, sort_keys=True, default=float))
+
+
 def fit_eos(
     volumes: Sequence[float], energies_ev: Sequence[float], eos: str = "birch_murnaghan"
 ) -> tuple[float, float, float]:
@@ -103,8 +169,11 @@ def volume_scan(
     kmesh: Sequence[int] | None = None,
     spin: int | None = None,
     unrestricted: bool | None = None,
+    journal: str | os.PathLike[str] | None = None,
 ) -> VolumeResult:
     """Scan E(V) around ``structure``'s volume, fit the EOS, label at the minimum (module docstring).
+
+    ``journal``: a file keeping the finished scan points, so that a rerun resumes the scan.
 
     Never raises for SCF trouble: when fewer than 4 points converge or the fit fails, the result
     has status ``failed`` with the reason (an unrelaxed energy would not be comparable with the
@@ -126,23 +195,42 @@ def volume_scan(
         settings = dataclasses.replace(settings, mesh=tuple(int(n) for n in mesh))
     scan: list[dict[str, Any]] = []
     results: dict[float, SCFResult] = {}
+    journal = Path(journal) if journal is not None else None
+    header = _journal_header(formula, v_in, kmesh, settings, step, spin, unrestricted)
+    journaled = read_journal(journal, header) if journal is not None else {}
+    done: dict[float, SCFResult] = {}  # every point this scan has, ok or failed: what the journal keeps
+    prior_s = 0.0  # wall time of the points taken from the journal
     dm = None
 
     def compute(offset: float) -> None:
-        nonlocal dm
+        nonlocal dm, prior_s
         vol = v_in * (1.0 + step * offset)
-        res = run_scf(scaled(structure, vol), settings, kmesh=kmesh, spin=spin, unrestricted=unrestricted, dm0=dm)
+        if offset in journaled:
+            res = journaled[offset]
+            prior_s += float(res.wall_s)
+            source = " (from the journal)"
+        else:
+            res = run_scf(scaled(structure, vol), settings, kmesh=kmesh, spin=spin, unrestricted=unrestricted, dm0=dm)
+            source = ""
+            if res.status == "ok":
+                dm = res.dm
+        done[offset] = res
+        if journal is not None and not source:
+            write_journal(journal, header, done)
         if res.status == "ok":
-            dm = res.dm
             results[offset] = res
         scan.append({"volume_ang3": round(vol, 6), "energy_ha": res.energy_ha, "status": res.status})
         log.info(
-            "%s: V = %.3f A^3 (%+.1f%%): %s",
+            "%s: V = %.3f A^3 (%+.1f%%): %s%s",
             formula,
             vol,
             100 * step * offset,
             f"E = {res.energy_ha:.8f} Ha" if res.energy_ha is not None else res.status,
+            source,
         )
+
+    if journaled:
+        log.info("%s: resuming the volume scan from %s (%d points done)", formula, journal, len(journaled))
 
     # from the input volume outwards, so each point starts from its neighbour's density
     for off in sorted(offsets, key=lambda o: (abs(o), o)):
@@ -171,11 +259,11 @@ def volume_scan(
             attempts=last.attempts if last else 0,
             gap_ev=None,
             kmesh="x".join(map(str, kmesh)),
-            wall_s=time.perf_counter() - t0,
+            wall_s=time.perf_counter() - t0 + prior_s,
             max_rss_mb=max_rss_mb(),
             unrestricted=bool(last.unrestricted) if last else False,
         )
-        return VolumeResult(res, None, v_in, None, scan, reason, time.perf_counter() - t0)
+        return VolumeResult(res, None, v_in, None, scan, reason, res.wall_s)
 
     ok = sorted(results)
     vols = [v_in * (1.0 + step * o) for o in ok]
@@ -213,7 +301,7 @@ def volume_scan(
         )
         log.warning("%s: %s", formula, note)
         final, v0 = results[best_o], v_in * (1.0 + step * best_o)
-    final.wall_s = time.perf_counter() - t0
+    final.wall_s = time.perf_counter() - t0 + prior_s
     final.max_rss_mb = max_rss_mb()
     log.info(
         "%s: equilibrium V = %.3f A^3 (%+.1f%% vs input), B0 = %.0f GPa, E = %.8f Ha, %d SCFs in %.1f s",

@@ -47,13 +47,15 @@ def _label_row(structure: Structure, structure_id: str, shash: str, **values: An
     return row
 
 
-def _calculate(structure: Structure, s: LabelSettings, **kw: Any) -> dict[str, Any]:
+def _calculate(
+    structure: Structure, s: LabelSettings, journal: str | os.PathLike[str] | None = None, **kw: Any
+) -> dict[str, Any]:
     """Run the configured calculation of ``structure`` (one SCF, or a volume scan with
-    ``label.relax: volume``) and return the label columns it decides."""
+    ``label.relax: volume``, resumable from ``journal``) and return the label columns it decides."""
     from matscreen.label.eos import volume_scan
 
     if s.relax == "volume":
-        vr = volume_scan(structure, s, **kw)
+        vr = volume_scan(structure, s, journal=journal, **kw)
         res = vr.result
         extra = {
             "volume_ang3": vr.volume_ang3,
@@ -72,9 +74,11 @@ def _calculate(structure: Structure, s: LabelSettings, **kw: Any) -> dict[str, A
     return {"result": res, "relax": s.relax, **extra}
 
 
-def compute_label(structure: Structure, structure_id: str, settings: Settings) -> dict[str, Any]:
+def compute_label(
+    structure: Structure, structure_id: str, settings: Settings, journal: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
     """One LABELS row for ``structure``, computed now (no store): preflight, SCF ladder (or the
-    volume scan of ``label.relax: volume``), gap.
+    volume scan of ``label.relax: volume``, resumable from ``journal``), gap.
 
     Returns status ``unsupported`` (element or disorder named in ``error``) without any SCF,
     ``failed`` when every ladder attempt failed, else ``ok``. Never raises for SCF trouble.
@@ -101,7 +105,7 @@ def compute_label(structure: Structure, structure_id: str, settings: Settings) -
             error=f"no basis/pseudopotential for {', '.join(bad)} in basis {s.basis!r} / pseudo {s.pseudo!r}",
         )
     if s.relax == "volume":
-        calc = _calculate(structure, s)
+        calc = _calculate(structure, s, journal=journal)
         res = calc.pop("result")
     else:  # the common case calls PySCF directly: config -> run_structure -> label_structure -> store -> here -> run_scf
         res = engine.run_scf(structure, s)
@@ -149,7 +153,7 @@ def label_structure(
         config_hash,
         hit_msg=f"{structure_id}: label store hit",
         miss_msg=f"{structure_id} ({structure.composition.reduced_formula}, {len(structure)} atoms): computing label",
-        compute=lambda: compute_label(structure, structure_id, s),
+        compute=lambda journal: compute_label(structure, structure_id, s, journal),
     )
 
 
@@ -180,8 +184,11 @@ def run_structure(
 # --- element references -------------------------------------------------------------------------
 
 
-def compute_reference(element: str, settings: Settings) -> dict[str, Any]:
-    """One REFERENCES row for ``element``, computed now (no store)."""
+def compute_reference(
+    element: str, settings: Settings, journal: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """One REFERENCES row for ``element``, computed now (no store; a volume scan resumes from
+    ``journal``)."""
     from matscreen.label.refs import build_reference, load_reference_table
 
     s = as_settings(settings)
@@ -206,7 +213,7 @@ def compute_reference(element: str, settings: Settings) -> dict[str, Any]:
         calc = {"relax": "none", "volume_ang3": None, "bulk_modulus_gpa": None}
     else:
         kmesh = engine.kmesh_for(phase.structure, s, kdensity=float(s.kpoints.reference_kdensity))
-        calc = _calculate(phase.structure, s, kmesh=kmesh)
+        calc = _calculate(phase.structure, s, kmesh=kmesh, journal=journal)
         res = calc.pop("result")
     row.update(
         energy_per_atom_ha=None if res.energy_ha is None else res.energy_ha / natoms,
@@ -232,7 +239,7 @@ def label_reference(element: str, out_path: str | os.PathLike[str], settings: Se
         config_hash,
         hit_msg=f"{element}: reference store hit",
         miss_msg=f"{element}: computing reference",
-        compute=lambda: compute_reference(element, s),
+        compute=lambda journal: compute_reference(element, s, journal),
     )
 
 

@@ -1,7 +1,8 @@
 """The label store: one Parquet file per (settings hash, kind, key), written only by rename.
 
 ``<store>/<settings_hash>/<kind>/<key>.parquet``, ``kind`` ``structures`` (compounds and
-competing phases) or ``references`` (elements). Every write goes through :mod:`matscreen.atomic`
+competing phases) or ``references`` (elements); beside an entry still being computed, its
+journal ``<key>.journal.json`` (:func:`journal_path`). Every write goes through :mod:`matscreen.atomic`
 (via :func:`matscreen.tables.write_table`), so a killed job leaves no entry and no temporary.
 The checkpoint asks :func:`has_entry` to leave stored labels out of the DAG; the jobs use
 :func:`get_or_compute`; gather reads stored entries directly.
@@ -43,6 +44,14 @@ def entry_path(settings: LabelSettings, kind: str, key: str) -> Path:
 def _entry_in(root: Path, settings: LabelSettings, kind: str, key: str) -> Path:
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
     return root / settings.hash / kind / f"{safe}.parquet"
+
+
+def journal_path(settings: LabelSettings, kind: str, key: str) -> Path:
+    """Where a label still being computed keeps its finished steps (a volume scan's points:
+    :mod:`matscreen.label.eos`), beside its entry: ``<key>.journal.json``. Removed once the entry
+    is written; a rerun after a kill resumes from it."""
+    entry = entry_path(settings, kind, key)
+    return entry.with_name(entry.stem + ".journal.json")
 
 
 def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
@@ -131,12 +140,14 @@ def get_or_compute(
     *,
     hit_msg: str,
     miss_msg: str,
-    compute: Callable[[], dict[str, Any]],
+    compute: Callable[[Path], dict[str, Any]],
 ) -> bool:
     """Write the one-row file of store entry ``<store>/<hash>/<kind>/<key>`` to ``out_path``.
 
     A store hit is copied (atomically), never recomputed; a miss is computed, written to the
     store by rename and then copied. ``unsupported`` rows are not stored (they cost nothing).
+    ``compute`` gets the entry's :func:`journal_path` (where a long calculation keeps its
+    finished steps, so that a killed job's rerun resumes); it is removed once the entry exists.
     Returns True when the result came from the store.
     """
     table = KINDS[kind]
@@ -147,10 +158,12 @@ def get_or_compute(
         return True
     entry = entry_path(settings, kind, key)
     log.info("%s, settings %s", miss_msg, settings.hash)
-    row = compute()
+    journal = journal_path(settings, kind, key)
+    row = compute(journal)
     if row["status"] == "unsupported":
         write_rows([row], out_path, table, settings, config_hash)
-        return False
-    write_rows([row], entry, table, settings, config_hash)
-    atomic_copy(entry, out_path)
+    else:
+        write_rows([row], entry, table, settings, config_hash)
+        atomic_copy(entry, out_path)
+    journal.unlink(missing_ok=True)
     return False
