@@ -116,16 +116,18 @@ def _system(formula: str) -> frozenset[str]:
     return frozenset(el.symbol for el in Composition(formula).elements)
 
 
-def _cpu_hours(runtime_min: pd.Series, threads: pd.Series) -> float:
-    return float((runtime_min.astype(float).fillna(0) * threads.astype(float).fillna(1)).sum() / 60.0)
+def _estimated_hours(plan: pd.DataFrame) -> pd.Series:
+    """Each row's estimated CPU hours (``runtime_min`` x ``threads``)."""
+    return plan["runtime_min"].astype(float).fillna(0) * plan["threads"].astype(float).fillna(1) / 60.0
 
 
 def _charged_hours(plan: pd.DataFrame) -> float:
     """What a plan's rows charged to ``rounds.budget.cpu_hours`` when they were chosen
     (``budget_cpu_hours``; rows of plans written before that column: their estimates)."""
-    charged = plan["budget_cpu_hours"].astype(float) if "budget_cpu_hours" in plan.columns else None
-    estimate = plan["runtime_min"].astype(float).fillna(0) * plan["threads"].astype(float).fillna(1) / 60.0
-    return float((estimate if charged is None else charged.fillna(estimate)).sum())
+    estimate = _estimated_hours(plan)
+    if "budget_cpu_hours" not in plan.columns:
+        return float(estimate.sum())
+    return float(plan["budget_cpu_hours"].astype(float).fillna(estimate).sum())
 
 
 def choose(
@@ -347,7 +349,7 @@ def rounds_table(
         seen = lab.reindex(all_compounds["structure_id"])
         seen_value = seen[target] if target in seen.columns else pd.Series(np.nan, index=seen.index)
         seen_ok = (seen["status"] == "ok") & seen_value.notna()
-        est = _cpu_hours(new["runtime_min"], new["threads"])
+        est = float(_estimated_hours(new).sum())
         if r >= 1:
             spent += _charged_hours(new)
         measured = lab.reindex(new["structure_id"])
