@@ -150,6 +150,8 @@ def main() -> None:
                     "for the cost factor of the volume fit on large cells); default: the schema's kdensity")
     ap.add_argument("--max-extra", type=int, default=None, help="label.volume_scan.max_extra: how far a scan may "
                     "extend past its first points (default: the schema's)")
+    ap.add_argument("--ke-cutoff", type=float, default=None, help="label.ke_cutoff in Ha (default: the schema's); "
+                    "e.g. a k-point check of a garnet at a cutoff where 2x2x2 is affordable")
     ap.add_argument("--reaction", action="store_true", help="only the compound and the binaries of its reaction "
                     "(REACTIONS; sto, spinel): the reaction energy with CPU seconds per structure")
     ap.add_argument("--compound-only", action="store_true", help="only the compound (any --system): its CPU seconds "
@@ -166,6 +168,8 @@ def main() -> None:
         settings["basis"] = args.basis
     if args.max_extra is not None:
         settings["volume_scan"] = {"max_extra": args.max_extra}
+    if args.ke_cutoff is not None:
+        settings["ke_cutoff"] = args.ke_cutoff
     if args.kmesh:
         settings["kpoints"] = {"kmesh": [int(k) for k in args.kmesh.split(",")]}
     if args.reaction or args.compound_only:
