@@ -239,6 +239,65 @@ def test_long_scf_logs_its_cycles(monkeypatch: pytest.MonkeyPatch, caplog: pytes
     assert f"cycle {res.scf_cycles}/50, E = {res.energy_ha:.8f} Ha" in lines[-1]
 
 
+#: |g| per cycle of Li3Ga3Mo2O12's first attempt (80-atom garnet, 300 Ha; the reference set's log,
+#: 10 cycles in 97 min): it wanders between 2 and 7 and never converges.
+LI3GA3MO2O12_GRADIENTS = [5.29, 6.48, 2.87, 2.31, 3.50, 3.61, 2.87, 2.69, 2.21, 2.55]
+
+
+def test_stalled_tells_a_wandering_scf_from_a_slow_one() -> None:
+    wandering = LI3GA3MO2O12_GRADIENTS * 2
+    assert label_pyscf.stalled(wandering, 12)
+    assert not label_pyscf.stalled(wandering, 0)  # switched off
+    assert not label_pyscf.stalled(wandering[:12], 12)  # not enough cycles to judge
+    slow = [1.0 * 0.5 ** (i / 5) for i in range(40)]  # halves every 5 cycles: converging, slowly
+    assert not any(label_pyscf.stalled(slow[:n], 12) for n in range(1, 41))
+    near = [1e-3 * (1 + 0.1 * (i % 3)) for i in range(30)]  # flat, but at |g| ~ 1e-3: let it finish
+    assert not label_pyscf.stalled(near, 12)
+
+
+class _WanderingSCF:
+    """A stand-in for PySCF's SCF object whose cycles repeat Li3Ga3Mo2O12's gradients."""
+
+    def __init__(self, log: list[dict]):
+        self.log, self.callback, self.converged, self.e_tot, self.cycles = log, None, False, 0.0, 0
+
+    def get_init_guess(self, key: str = "minao"):
+        return np.full((2, 2), -1.0)  # a fresh guess, told apart from a restart's density
+
+    def kernel(self, dm0=None):
+        self.log.append({"dm0": dm0, "cycles": 0})
+        for cycle in range(self.max_cycle):
+            self.cycles = cycle + 1
+            self.log[-1]["cycles"] = self.cycles
+            self.e_tot = -2290.0 - 0.01 * cycle
+            g = LI3GA3MO2O12_GRADIENTS[cycle % len(LI3GA3MO2O12_GRADIENTS)]
+            self.callback({"cycle": cycle, "e_tot": self.e_tot, "last_hf_e": self.e_tot + 1.0, "norm_gorb": g,
+                           "dm": np.full((2, 2), float(len(self.log) * 1000 + cycle))})
+        return self.e_tot
+
+    def make_rdm1(self):
+        return np.zeros((2, 2))
+
+
+def test_a_stalled_attempt_gives_way_to_the_next_ladder_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Li3Ga3Mo2O12 ran 50 + 100 + 200 cycles of up to 10 min each without converging; a stalled
+    attempt now stops after ``scf_stall_cycles`` cycles without progress and the next step restarts
+    from its last density."""
+    runs: list[dict] = []
+    monkeypatch.setattr(label_pyscf, "make_scf", lambda *a, **k: _WanderingSCF(runs))
+    s = label.resolve_settings({"kpoints": {"kmesh": [1, 1, 1]}})  # the default ladder: 50, 100, 200 cycles
+    assert s.scf_stall_cycles == 12
+    res = label_pyscf.run_scf(diamond_primitive(), s)
+    assert res.status == "failed" and len(runs) == 3
+    # best |g| of the first 3 cycles 2.87; in the 12 after them never below 1.43: stopped at 15
+    assert [r["cycles"] for r in runs] == [15, 15, 15]
+    assert all(h["error"].startswith("stalled: |g| stayed above 2.21e+00 for 12 cycles") for h in res.history)
+    assert float(runs[1]["dm0"][0, 0]) == 1014.0  # step 2 restarts from attempt 1's last density
+    assert float(runs[2]["dm0"][0, 0]) == -1.0  # step 3 (init_guess 1e) starts afresh
+    assert "attempt 1: stalled" in res.error and "after 15 cycles" in res.error
+    assert label.settings_hash({"scf_stall_cycles": 0}) == label.settings_hash({})  # not physics: same store
+
+
 def test_crashing_attempt_is_recorded_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     """An exception inside PySCF (like minao's IndexError for Sc/Y) is one failed attempt."""
     real = label_pyscf.make_scf

@@ -328,20 +328,60 @@ def max_rss_mb() -> float:
 
 PROGRESS_EVERY_S = 60.0  # an SCF cycle of a garnet at 300 Ha takes 90 s; a perovskite's a few
 
+#: A stalled attempt's orbital gradient is still above this (pyrope's was 1.6e-3 by its 3rd cycle;
+#: Li3Ga3Mo2O12's 2 to 6 through its first 10, Sc3Al3Ga2O12's 12 at its first).
+STALL_MIN_GRADIENT = 1e-2
 
-class _Progress:
-    """SCF callback: one log line per cycle once a minute has passed since the last one.
 
-    A garnet or a hard spinel runs for an hour without a word otherwise; this says which cycle
-    it is at, the energy and how it moves, so a stuck SCF can be told from a slow one.
+def stalled(gradients: Sequence[float], window: int) -> bool:
+    """Whether an SCF with these orbital-gradient norms, one per cycle, has stalled: in the last
+    ``window`` cycles |g| never fell below half its best value before them, and is above
+    :data:`STALL_MIN_GRADIENT`. ``window`` 0 never stalls. A converging SCF halves |g| every few
+    cycles (DIIS, and damped or level-shifted attempts too); one that wanders for ``window``
+    cycles is not converging within its ``max_cycle``, which costs hours for an 80-atom cell."""
+    if window <= 0 or len(gradients) <= window:
+        return False
+    before, recent = min(gradients[:-window]), min(gradients[-window:])
+    return recent > 0.5 * before and recent > STALL_MIN_GRADIENT
+
+
+class SCFStalled(RuntimeError):
+    """Raised from the cycle callback to end an attempt that has :func:`stalled`; carries the density
+    of its last cycle, from which the next ``failure_ladder`` step restarts."""
+
+    def __init__(self, message: str, dm: Any, cycles: int, e_tot: float | None):
+        super().__init__(message)
+        self.dm, self.cycles, self.e_tot = dm, cycles, e_tot
+
+
+class _CycleWatch:
+    """SCF callback: a log line once a minute has passed since the last one, and the stall check.
+
+    A garnet or a hard spinel runs for an hour without a word otherwise; the line says which cycle
+    it is at, the energy and how it moves, so a stuck SCF can be told from a slow one. With
+    ``stall_cycles`` > 0, an attempt that has :func:`stalled` is ended (:class:`SCFStalled`).
     """
 
-    def __init__(self, formula: str, attempt: int, max_cycle: int, every_s: float | None = None):
+    def __init__(self, formula: str, attempt: int, max_cycle: int, every_s: float | None = None, stall_cycles: int = 0):
         self.formula, self.attempt, self.max_cycle = formula, attempt, max_cycle
         self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
+        self.stall_cycles = int(stall_cycles)
+        self.gradients: list[float] = []
         self.t0 = self.last = time.perf_counter()
 
     def __call__(self, envs: Mapping[str, Any]) -> None:
+        g = envs.get("norm_gorb")
+        if g is not None:
+            self.gradients.append(float(g))
+        if stalled(self.gradients, self.stall_cycles):
+            e_tot = envs.get("e_tot")
+            raise SCFStalled(
+                f"stalled: |g| stayed above {min(self.gradients[-self.stall_cycles :]):.2e} for "
+                f"{self.stall_cycles} cycles (label.scf_stall_cycles; best before {min(self.gradients[: -self.stall_cycles]):.2e})",
+                envs.get("dm"),
+                len(self.gradients),
+                None if e_tot is None else float(e_tot),
+            )
         now = time.perf_counter()
         if now - self.last < self.every_s:
             return
@@ -356,7 +396,7 @@ class _Progress:
             self.max_cycle,
             float(e_tot) if e_tot is not None else float("nan"),
             de,
-            float(envs.get("norm_gorb", float("nan"))),
+            float(g) if g is not None else float("nan"),
             now - self.t0,
         )
 
@@ -427,7 +467,7 @@ def run_scf(
             mf.level_shift = float(att["level_shift"])
             mf.diis_space = int(att["diis_space"])
             mf.init_guess = att["init_guess"]
-            mf.callback = _Progress(formula, n, mf.max_cycle)
+            mf.callback = _CycleWatch(formula, n, mf.max_cycle, stall_cycles=settings.scf_stall_cycles)
             if att.get("restart") and prev_dm is not None:
                 guess = prev_dm
             elif n == 1 and dm0 is not None:
@@ -478,6 +518,19 @@ def run_scf(
             prev_dm = mf.make_rdm1()
         except (MemoryError, KeyboardInterrupt):
             raise
+        except SCFStalled as exc:  # the next step restarts from where this one wandered
+            history.append(
+                {
+                    "attempt": n,
+                    "converged": False,
+                    "cycles": exc.cycles,
+                    "e_tot": exc.e_tot,
+                    "wall_s": time.perf_counter() - ta,
+                    "error": str(exc),
+                }
+            )
+            log.warning("%s: attempt %d %s after %d cycles", formula, n, exc, exc.cycles)
+            prev_dm = exc.dm
         except Exception as exc:  # PySCF raises many kinds (IndexError in minao, LinAlgError, ...)
             msg = f"{type(exc).__name__}: {exc}"
             history.append(
@@ -493,7 +546,7 @@ def run_scf(
             log.warning("%s: attempt %d raised %s", formula, n, msg)
     reasons = "; ".join(
         f"attempt {h['attempt']}: {h['error']}"
-        + (f" after {h['cycles']} cycles (E = {h['e_tot']:.8f})" if h["cycles"] else "")
+        + (f" after {h['cycles']} cycles (E = {h['e_tot']:.8f})" if h["cycles"] and h["e_tot"] is not None else "")
         for h in history
     )
     return SCFResult(

@@ -24,8 +24,9 @@ from matscreen.provenance import stable_hash
 
 #: Keys of the ``label:`` section that never change a computed energy: selection, cache location,
 #: memory cap, cluster resources; the plausibility window acts after the SCF, in gather;
-#: ``competing`` chooses which structures are labeled, not how one is computed. Everything else
-#: goes into the settings hash.
+#: ``competing`` chooses which structures are labeled, not how one is computed;
+#: ``scf_stall_cycles`` only decides when an attempt that makes no progress gives way to the next
+#: (a converged energy is the same within ``conv_tol``). Everything else goes into the settings hash.
 NON_PHYSICAL_KEYS = (
     "select",
     "store",
@@ -34,6 +35,7 @@ NON_PHYSICAL_KEYS = (
     "resources",
     "formation_energy_window_ev_per_atom",
     "competing",
+    "scf_stall_cycles",
 )
 
 
@@ -121,6 +123,7 @@ class LabelSettings:
     init_guess: str
     init_guess_by_element: dict[str, str]
     failure_ladder: tuple[dict[str, Any], ...]
+    scf_stall_cycles: int
     relax: str
     volume_scan: VolumeScan
     competing: Competing
