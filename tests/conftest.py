@@ -45,6 +45,7 @@ class ReplaySCF:
         spin: Any = None,
         unrestricted: Any = None,
         dm0: Any = None,
+        checkpoint: Any = None,
     ) -> Any:
         from matscreen.label.pyscf import SCFResult, kmesh_for
 

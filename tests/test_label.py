@@ -304,6 +304,48 @@ def test_a_stalled_attempt_gives_way_to_the_next_ladder_step(monkeypatch: pytest
     assert label.settings_hash({"scf_stall_cycles": 0}) == label.settings_hash({})  # not physics: same store
 
 
+def test_a_killed_scf_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """An 80-atom SCF is hours: a job killed part way restarts from the density of its last cycle,
+    and gets the energy of an uninterrupted run."""
+    s = label.resolve_settings({**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1]}})
+    whole = label_pyscf.run_scf(diamond_primitive(), s)
+    chk = tmp_path / "store" / "s-x.journal.chk"
+    real = label_pyscf._CycleWatch.__call__
+
+    def killed_at_cycle_4(self, envs):
+        real(self, envs)
+        if len(self.gradients) == 4:
+            raise KeyboardInterrupt  # the time limit
+
+    monkeypatch.setattr(label_pyscf._CycleWatch, "__call__", killed_at_cycle_4)
+    with pytest.raises(KeyboardInterrupt):
+        label_pyscf.run_scf(diamond_primitive(), s, checkpoint=chk)
+    assert chk.is_file()
+    monkeypatch.setattr(label_pyscf._CycleWatch, "__call__", real)
+    with caplog.at_level("INFO", logger="matscreen.label.pyscf"):
+        resumed = label_pyscf.run_scf(diamond_primitive(), s, checkpoint=chk)
+    assert "resuming the SCF from the density of its checkpoint" in caplog.text
+    assert resumed.status == "ok" and resumed.energy_ha == pytest.approx(whole.energy_ha, abs=1e-8)
+    assert resumed.scf_cycles < whole.scf_cycles  # it went on from cycle 4, not from the guess
+    assert not chk.exists()  # done: removed
+
+
+def test_the_store_keeps_a_label_checkpoint_beside_its_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = label.resolve_settings({**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1]}, "store": str(tmp_path / "store")})
+    seen = []
+    real = label_pyscf.run_scf
+
+    def spy(structure, settings, **kw):
+        seen.append(kw.get("checkpoint"))
+        return real(structure, settings, **kw)
+
+    monkeypatch.setattr(label_pyscf, "run_scf", spy)
+    label.label_structure(diamond_primitive(), "s-x", tmp_path / "out.parquet", s)
+    journal = label.store.journal_path(s, "structures", "s-x")
+    assert seen == [journal.with_name("s-x.journal.chk")]
+    assert not seen[0].exists()
+
+
 def test_crashing_attempt_is_recorded_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     """An exception inside PySCF (like minao's IndexError for Sc/Y) is one failed attempt."""
     real = label_pyscf.make_scf

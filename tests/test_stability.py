@@ -81,7 +81,7 @@ def test_volume_scan_whose_energy_falls_past_every_extension_is_a_failed_label(
 ) -> None:
     """The MgO scan again, through volume_scan: a failed label that says why, not an exception."""
 
-    def run_scf(structure, settings, *, kmesh=None, spin=None, unrestricted=None, dm0=None):
+    def run_scf(structure, settings, *, kmesh=None, spin=None, unrestricted=None, dm0=None, checkpoint=None):
         v = float(structure.volume)
         e = float(np.interp(v, sorted(MGO_SCAN), [MGO_SCAN[x] for x in sorted(MGO_SCAN)], left=np.nan))
         if np.isnan(e):  # beyond the recorded points: keep falling as the last two did
@@ -103,7 +103,7 @@ def test_volume_scan_whose_energy_falls_past_every_extension_is_a_failed_label(
 def _fake_scf(monkeypatch: pytest.MonkeyPatch, v_min: float, calls: list[float]) -> None:
     """run_scf replaced by a Birch curve in the cell volume (Ha), recording the volumes asked for."""
 
-    def run_scf(structure, settings, *, kmesh=None, spin=None, unrestricted=None, dm0=None):
+    def run_scf(structure, settings, *, kmesh=None, spin=None, unrestricted=None, dm0=None, checkpoint=None):
         calls.append(float(structure.volume))
         e_ev = birch_murnaghan(np.array([structure.volume]), -100.0, v_min, 1.0, 4.0)[0]
         return SCFResult(
@@ -151,7 +151,7 @@ def test_volume_scan_finds_the_minimum_and_extends_past_the_edge(monkeypatch: py
 def test_volume_scan_reuses_the_neighbours_density(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[object] = []
 
-    def run_scf(structure, settings, *, kmesh=None, spin=None, unrestricted=None, dm0=None):
+    def run_scf(structure, settings, *, kmesh=None, spin=None, unrestricted=None, dm0=None, checkpoint=None):
         seen.append(dm0)
         e = 0.01 * (structure.volume - 64.0) ** 2
         return SCFResult(

@@ -40,6 +40,7 @@ from pymatgen.core import Structure
 
 from matscreen.label.pyscf import HARTREE_EV, SCFResult, build_cell, kmesh_for, max_rss_mb, run_scf
 from matscreen.label.settings import LabelSettings
+from matscreen.label.store import checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,15 @@ def volume_scan(
             prior_s += float(res.wall_s)
             source = " (from the journal)"
         else:
-            res = run_scf(scaled(structure, vol), settings, kmesh=kmesh, spin=spin, unrestricted=unrestricted, dm0=dm)
+            res = run_scf(
+                scaled(structure, vol),
+                settings,
+                kmesh=kmesh,
+                spin=spin,
+                unrestricted=unrestricted,
+                dm0=dm,
+                checkpoint=checkpoint_path(journal, f"{offset:+g}"),
+            )
             source = ""
             if res.status == "ok":
                 dm = res.dm
@@ -282,7 +291,13 @@ def volume_scan(
     # the SCF at the fitted minimum starts from the nearest scanned point's density
     nearest = min(ok, key=lambda o: abs(v_in * (1.0 + step * o) - v0))
     final = run_scf(
-        scaled(structure, v0), settings, kmesh=kmesh, spin=spin, unrestricted=unrestricted, dm0=results[nearest].dm
+        scaled(structure, v0),
+        settings,
+        kmesh=kmesh,
+        spin=spin,
+        unrestricted=unrestricted,
+        dm0=results[nearest].dm,
+        checkpoint=checkpoint_path(journal, "minimum"),
     )
     scan.append(
         {"volume_ang3": round(v0, 6), "energy_ha": final.energy_ha, "status": final.status, "fitted_minimum": True}

@@ -64,7 +64,7 @@ def _calculate(
             "relax_note": vr.note,
         }
     else:
-        res = engine.run_scf(structure, s, **kw)
+        res = engine.run_scf(structure, s, checkpoint=store.checkpoint_path(journal), **kw)
         extra = {
             "volume_ang3": float(structure.volume),
             "bulk_modulus_gpa": None,
@@ -108,7 +108,7 @@ def compute_label(
         calc = _calculate(structure, s, journal=journal)
         res = calc.pop("result")
     else:  # the common case calls PySCF directly: config -> run_structure -> label_structure -> store -> here -> run_scf
-        res = engine.run_scf(structure, s)
+        res = engine.run_scf(structure, s, checkpoint=store.checkpoint_path(journal))
         calc = {
             "relax": s.relax,
             "volume_ang3": float(structure.volume),

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import resource
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -409,12 +411,18 @@ def run_scf(
     spin: int | None = None,
     unrestricted: bool | None = None,
     dm0: np.ndarray | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> SCFResult:
     """Run the SCF of ``structure`` with the failure ladder; never raises for a failed SCF.
 
     ``dm0`` (a density matrix of the same cell at another volume: same atoms, basis and k-mesh)
     replaces the first attempt's initial guess, which is how a volume scan reuses the previous
     point's density. Later ladder steps with their own ``init_guess`` still start afresh.
+
+    ``checkpoint``: PySCF's chkfile of this very calculation (the label store's, beside the
+    entry). PySCF writes it every cycle; when it exists at the start (a killed job's rerun), the
+    first attempt starts from its density instead of ``dm0`` or the guess, so an 80-atom SCF of
+    hours loses at most a cycle. It is removed when the SCF ends, converged or failed.
 
     Each attempt of :func:`attempt_plan` is tried until one converges. A non-converged SCF or
     an exception inside PySCF (e.g. the ``minao`` guess crashing for Sc/Y) moves on to the next
@@ -445,6 +453,28 @@ def run_scf(
     if unrestricted and spin is None:
         cell.spin = cell.nelectron % 2  # UKS needs a consistent parity; smearing frees the moment
     plan = attempt_plan(structure, settings)
+    chk = Path(checkpoint) if checkpoint is not None else None
+    if chk is not None:
+        chk.parent.mkdir(parents=True, exist_ok=True)
+    result = _ladder(structure, settings, cell, kmesh, plan, spin, unrestricted, dm0, chk, t0)
+    if chk is not None:  # not on a kill or out-of-memory (they raise): the rerun resumes from it
+        chk.unlink(missing_ok=True)
+    return result
+
+
+def _ladder(
+    structure: Structure,
+    settings: LabelSettings,
+    cell: Any,
+    kmesh: list[int],
+    plan: list[dict[str, Any]],
+    spin: int | None,
+    unrestricted: bool,
+    dm0: np.ndarray | None,
+    chk: Path | None,
+    t0: float,
+) -> SCFResult:
+    """The attempts of :func:`run_scf`, in order, until one converges."""
     history: list[dict[str, Any]] = []
     mf = None
     prev_dm = None
@@ -468,7 +498,13 @@ def run_scf(
             mf.diis_space = int(att["diis_space"])
             mf.init_guess = att["init_guess"]
             mf.callback = _CycleWatch(formula, n, mf.max_cycle, stall_cycles=settings.scf_stall_cycles)
-            if att.get("restart") and prev_dm is not None:
+            resume = n == 1 and chk is not None and chk.is_file()
+            if chk is not None:
+                mf.chkfile = str(chk)
+            if resume:
+                guess = mf.from_chk(str(chk))
+                log.info("%s: resuming the SCF from the density of its checkpoint %s", formula, chk)
+            elif att.get("restart") and prev_dm is not None:
                 guess = prev_dm
             elif n == 1 and dm0 is not None:
                 guess = dm0

@@ -2,7 +2,8 @@
 
 ``<store>/<settings_hash>/<kind>/<key>.parquet``, ``kind`` ``structures`` (compounds and
 competing phases) or ``references`` (elements); beside an entry still being computed, its
-journal ``<key>.journal.json`` (:func:`journal_path`). Every write goes through :mod:`matscreen.atomic`
+journal ``<key>.journal.json`` (:func:`journal_path`) and PySCF's checkpoint of the SCF under way
+(:func:`checkpoint_path`). Every write goes through :mod:`matscreen.atomic`
 (via :func:`matscreen.tables.write_table`), so a killed job leaves no entry and no temporary.
 The checkpoint asks :func:`has_entry` to leave stored labels out of the DAG; the jobs use
 :func:`get_or_compute`; gather reads stored entries directly.
@@ -52,6 +53,16 @@ def journal_path(settings: LabelSettings, kind: str, key: str) -> Path:
     is written; a rerun after a kill resumes from it."""
     entry = entry_path(settings, kind, key)
     return entry.with_name(entry.stem + ".journal.json")
+
+
+def checkpoint_path(journal: str | os.PathLike[str] | None, point: str = "") -> Path | None:
+    """PySCF's chkfile of one SCF of the label whose journal is ``journal`` (None: no journal, no
+    checkpoint): ``<key>.journal.chk``, or ``<key>.journal.<point>.chk`` for one point of a volume
+    scan. :func:`matscreen.label.pyscf.run_scf` resumes from it and removes it when done."""
+    if journal is None:
+        return None
+    j = Path(journal)
+    return j.with_name(f"{j.stem}{'.' + point if point else ''}.chk")
 
 
 def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
