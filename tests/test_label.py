@@ -329,6 +329,12 @@ def test_a_killed_scf_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: p
     assert resumed.scf_cycles < whole.scf_cycles  # it went on from cycle 4, not from the guess
     assert not chk.exists()  # done: removed
 
+    chk.write_bytes(b"")  # killed before PySCF wrote its first cycle: not an HDF5 file with a density
+    with caplog.at_level("WARNING", logger="matscreen.label.pyscf"):
+        fresh = label_pyscf.run_scf(diamond_primitive(), s, checkpoint=chk)
+    assert "unusable" in caplog.text and fresh.attempts == 1
+    assert fresh.energy_ha == pytest.approx(whole.energy_ha, abs=1e-8) and fresh.scf_cycles == whole.scf_cycles
+
 
 def test_the_store_keeps_a_label_checkpoint_beside_its_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = label.resolve_settings({**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1]}, "store": str(tmp_path / "store")})

@@ -498,12 +498,11 @@ def _ladder(
             mf.diis_space = int(att["diis_space"])
             mf.init_guess = att["init_guess"]
             mf.callback = _CycleWatch(formula, n, mf.max_cycle, stall_cycles=settings.scf_stall_cycles)
-            resume = n == 1 and chk is not None and chk.is_file()
+            resumed = _resume(mf, chk, formula) if n == 1 else None
             if chk is not None:
-                mf.chkfile = str(chk)
-            if resume:
-                guess = mf.from_chk(str(chk))
-                log.info("%s: resuming the SCF from the density of its checkpoint %s", formula, chk)
+                mf.chkfile = str(chk)  # PySCF writes it every cycle
+            if resumed is not None:
+                guess = resumed
             elif att.get("restart") and prev_dm is not None:
                 guess = prev_dm
             elif n == 1 and dm0 is not None:
@@ -599,6 +598,21 @@ def _ladder(
         unrestricted=unrestricted,
         history=history,
     )
+
+
+def _resume(mf: Any, chk: Path | None, formula: str) -> np.ndarray | None:
+    """The density of the last cycle in the checkpoint ``chk``, or None (no checkpoint; or one
+    killed before its first cycle was written, or unreadable: then the SCF starts afresh)."""
+    if chk is None or not chk.is_file():
+        return None
+    try:
+        dm = mf.from_chk(str(chk))
+    except Exception as exc:  # h5py's KeyError for a file with the cell only, OSError, ...
+        log.warning("%s: checkpoint %s unusable (%s: %s): starting afresh", formula, chk, type(exc).__name__, exc)
+        chk.unlink(missing_ok=True)
+        return None
+    log.info("%s: resuming the SCF from the density of its checkpoint %s", formula, chk)
+    return dm
 
 
 def _moment(mf: Any) -> float | None:
