@@ -132,8 +132,11 @@ def test_round_1_labels_what_round_0_predicted_best_and_trains_on_both(run):
     new = plan1[plan1["round"] == 1]
     chosen = new[new["origin"] == "candidate"]
     assert len(chosen) == 2 and not set(chosen["candidate_id"]) & set(plan0["candidate_id"].dropna())
-    # chosen by expected improvement from round 0's model: the best EI among the unlabeled candidates
+    # chosen by expected improvement from round 0's model among the unlabeled candidates
+    from pymatgen.core import Composition
+
     from matscreen import rounds, screen, train
+    from matscreen.families import get_family
 
     preds = tables.read_tables(
         sorted((run / "results/rounds/0/screen/predictions").glob("*.parquet")), tables.PREDICTIONS
@@ -157,7 +160,33 @@ def test_round_1_labels_what_round_0_predicted_best_and_trains_on_both(run):
         "ei",
         1.0,
     )
-    assert chosen["candidate_id"].iloc[0] == fresh["candidate_id"].iloc[int(ei.argmax())]
+    # the best EI that passes the round's caps (tiny.yaml: max_sites 5, the default max_per_system 1);
+    # the better-scored candidates before it are each passed over for a cap this test names
+    caps = rounds.settings(read_config(run).get("rounds"))
+    candidates = tables.read_tables(
+        sorted((run / "results/enumerate/candidates").glob("*.parquet")), tables.CANDIDATES
+    ).set_index("candidate_id")
+    ranked = (
+        pd.DataFrame({"candidate_id": fresh["candidate_id"].to_numpy(), "ei": ei})
+        .sort_values(["ei", "candidate_id"], ascending=[False, True], kind="mergesort")
+        .join(candidates[["formula", "family"]], on="candidate_id")
+    )
+    compounds0 = plan0.loc[plan0["origin"] != "competing", "formula"]
+    formulas0 = {Composition(f).reduced_formula for f in compounds0}
+    systems0 = {frozenset(Composition(f).chemical_system.split("-")) for f in compounds0}
+    assert caps.max_sites == 5 and caps.max_per_system == 1
+
+    def passed_over(r) -> bool:
+        comp = Composition(r.formula)
+        return (
+            get_family(r.family).primitive_atoms > caps.max_sites
+            or comp.reduced_formula in formulas0
+            or frozenset(comp.chemical_system.split("-")) in systems0
+        )
+
+    first = next(r for r in ranked.itertuples() if not passed_over(r))
+    assert chosen["candidate_id"].iloc[0] == first.candidate_id
+    assert ranked["ei"].iloc[0] >= first.ei > 0  # chosen by its expected improvement, not by chance
     # round 0's model trained on round 0's labels; the final (round 1) model on those plus round 1's
     oof0 = tables.read_table(run / "results/rounds/0/train/oof_predictions.parquet", tables.OOF_PREDICTIONS)
     oof1 = tables.read_table(run / "results/train/oof_predictions.parquet", tables.OOF_PREDICTIONS)
