@@ -203,6 +203,18 @@ def volume_scan(
     prior_s = 0.0  # wall time of the points taken from the journal
     dm = None
 
+    def scf_at(volume: float, dm0: Any, point: str) -> SCFResult:
+        """The SCF of the cell scaled to ``volume``, from density ``dm0``, checkpointed as ``point``."""
+        return run_scf(
+            scaled(structure, volume),
+            settings,
+            kmesh=kmesh,
+            spin=spin,
+            unrestricted=unrestricted,
+            dm0=dm0,
+            checkpoint=checkpoint_path(journal, point),
+        )
+
     def compute(offset: float) -> None:
         nonlocal dm, prior_s
         vol = v_in * (1.0 + step * offset)
@@ -211,15 +223,7 @@ def volume_scan(
             prior_s += float(res.wall_s)
             source = " (from the journal)"
         else:
-            res = run_scf(
-                scaled(structure, vol),
-                settings,
-                kmesh=kmesh,
-                spin=spin,
-                unrestricted=unrestricted,
-                dm0=dm,
-                checkpoint=checkpoint_path(journal, f"{offset:+g}"),
-            )
+            res = scf_at(vol, dm, f"{offset:+g}")
             source = ""
             if res.status == "ok":
                 dm = res.dm
@@ -290,15 +294,7 @@ def volume_scan(
         return failed(f"volume scan: {exc}{edge}")
     # the SCF at the fitted minimum starts from the nearest scanned point's density
     nearest = min(ok, key=lambda o: abs(v_in * (1.0 + step * o) - v0))
-    final = run_scf(
-        scaled(structure, v0),
-        settings,
-        kmesh=kmesh,
-        spin=spin,
-        unrestricted=unrestricted,
-        dm0=results[nearest].dm,
-        checkpoint=checkpoint_path(journal, "minimum"),
-    )
+    final = scf_at(v0, results[nearest].dm, "minimum")
     scan.append(
         {"volume_ang3": round(v0, 6), "energy_ha": final.energy_ha, "status": final.status, "fitted_minimum": True}
     )
