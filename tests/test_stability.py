@@ -368,6 +368,21 @@ def test_failed_competing_phase_leaves_no_hull_and_says_why() -> None:
     assert hull.iloc[1]["e_above_hull_ev_per_atom"] == pytest.approx(0.0)
 
 
+def test_element_without_any_competing_phase_leaves_no_hull_and_says_why() -> None:
+    """The shipped set's KNbO3 under oxidation_states common: the library builds K2O but no Nb oxide
+    (Nb2O5 has no type), and the hull against Nb metal made it 'stable' by 2.8 eV/atom."""
+    refs = {"K": -1.0, "Nb": -2.0, "O": -3.0}
+    rows = [("s-kno", "K1 Nb1 O3", -30.0, "ok", "candidate"), ("s-k2o", "K2 O1", -9.0, "ok", "competing")]
+    hull = label_hull.hull_table(_labels(rows), _refs(refs), pd.Series(["K2 O1"]))
+    kno = hull.iloc[0]
+    assert pd.isna(kno["e_above_hull_ev_per_atom"]) and pd.isna(kno["decomposition_energy_ev_per_atom"])
+    assert kno["hull_error"].startswith("no competing phase contains Nb:")
+    assert hull.iloc[1]["e_above_hull_ev_per_atom"] == pytest.approx(0.0)  # K-O has K2O: its hull stands
+    # with an Nb oxide chosen and labeled, the compound gets its hull again
+    rows.append(("s-nbo2", "Nb1 O2", -14.0, "ok", "competing"))
+    assert label_hull.hull_table(_labels(rows), _refs(refs), pd.Series(["K2 O1", "Nb1 O2"])).iloc[0]["is_stable"]
+
+
 def test_failed_reference_leaves_no_hull_and_says_why() -> None:
     hull = label_hull.hull_table(_labels(SYSTEM), _refs(REFS, status={"Ti": "failed"}))
     assert pd.isna(hull.iloc[0]["e_above_hull_ev_per_atom"])

@@ -8,8 +8,11 @@ of different functionals, bases or k-meshes are not comparable.
 
 A hull is only as good as its competitors: a compound gets hull columns only when every
 elemental reference of its system is ``ok`` and every competing stoichiometry chosen for the
-system (``origin == 'competing'`` rows of the targets) has at least one ``ok`` polymorph.
-Otherwise the hull columns stay null and ``hull_error`` names what is missing and why.
+system (``origin == 'competing'`` rows of the targets) has at least one ``ok`` polymorph, and
+every element of the system is in at least one of those phases (where the structure library fits
+none of an element's binaries, e.g. Nb2O5 under ``oxidation_states: common``, the element would
+compete only as itself: :func:`uncovered_elements`). Otherwise the hull columns stay null and
+``hull_error`` names what is missing and why.
 
 Columns (eV/atom): ``e_above_hull_ev_per_atom`` (pymatgen ``get_e_above_hull``);
 ``decomposition_energy_ev_per_atom`` (``get_decomp_and_phase_separation_energy``: negative for a
@@ -110,6 +113,22 @@ def formula_elements(formula: str) -> frozenset[str]:
     return frozenset(el.symbol for el in Composition(formula).elements)
 
 
+def uncovered_elements(system: frozenset[str], competing_formulas: Iterable[str]) -> list[str]:
+    """Elements of a multi-element ``system`` that none of the competing phases inside it contains.
+
+    Such an element enters the hull only as itself: KNbO3 against K2O, O2 and Nb metal comes out
+    "stable" by 2.8 eV/atom when the library builds no Nb oxide (Nb2O5 has no type in it).
+    """
+    if len(system) < 2:
+        return []
+    covered: set[str] = set()
+    for f in competing_formulas:
+        els = formula_elements(f)
+        if els <= system:
+            covered |= els
+    return sorted(system - covered)
+
+
 def _phase_label(row: Mapping[str, object]) -> str:
     formula = Composition(str(row["formula"])).reduced_formula
     proto = row.get("prototype")
@@ -178,6 +197,13 @@ def hull_table(
                     missing.append(f"{f} ({'/'.join(states) or 'not computed'})")
             if missing:
                 return None, {}, "competing phases not labeled ok: " + ", ".join(missing)
+            bare = uncovered_elements(system, need_formula)
+            if bare:
+                return None, {}, (
+                    f"no competing phase contains {', '.join(bare)}: the structure library fits none of "
+                    "its binaries (target selection logs them as 'no structure type'), so the hull would "
+                    "compare the compound with the bare element; add one with label.competing.files"
+                )
             members = [e for e in compounds if frozenset(el.symbol for el in e.composition.elements) <= system]
             pd_, by_name = phase_diagram(ref_entries + members)
             return pd_, by_name, None
