@@ -6,7 +6,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The shipped default config, unless --configfile names another. A config file is complete on its own
+# (keys it leaves out take the schema's defaults), as with `matscreen --config`; without this guard
+# Snakemake would merge the named file over config/config.yaml when run from the repository.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"
