@@ -68,7 +68,7 @@ def test_config_readme_documents_every_top_level_and_section_key():
     schema = load_schema()
     for section, sub in schema["properties"].items():
         assert f"`{section}`" in text, section
-        for key in (sub.get("properties") or {}):
+        for key in sub.get("properties") or {}:
             assert f"`{section}.{key}" in text, f"{section}.{key} is not documented in config/README.md"
 
 
@@ -89,18 +89,32 @@ def test_controller_config_check_imports_no_heavy_science():
     from pathlib import Path
 
     heavy = ("lightgbm", "matminer", "sklearn", "scipy", "pyscf")
-    code = ("import sys; from matscreen.config import load_config; load_config(); "
-            f"print(' '.join(m for m in {heavy!r} if m in sys.modules) or 'none')")
+    code = (
+        "import sys; from matscreen.config import load_config; load_config(); "
+        f"print(' '.join(m for m in {heavy!r} if m in sys.modules) or 'none')"
+    )
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
-                         env={**os.environ, "PYTHONPATH": str(root / "scripts")}).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root / "scripts")},
+    ).stdout.strip()
     assert out == "none"
 
 
 def test_every_feature_set_switched_off_is_named():
     cfg = _shipped()
-    cfg["featurize"].update(element_property=[], stoichiometry=False, valence_orbital=False, ion_property=False,
-                            oxidation_states=False, site_features=False)
+    cfg["featurize"].update(
+        element_property=[],
+        stoichiometry=False,
+        valence_orbital=False,
+        ion_property=False,
+        oxidation_states=False,
+        site_features=False,
+    )
     cfg["featurize"]["structure"] = {"density": False, "global_symmetry": False, "site_stats_fingerprint": False}
     with pytest.raises(ConfigError, match=r"config key 'featurize': every feature set is switched off"):
         validate(cfg)
@@ -126,8 +140,16 @@ def test_snakemake_configfile_replaces_the_shipped_config(tmp_path):
     (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(bad))
     (tmp_path / "my.yaml").write_text(yaml.safe_dump(demo))
     (tmp_path / "inputs").mkdir()
-    snk = [str(Path(sys.executable).with_name("snakemake")), "-s", str(root / "Snakefile"), "-d", str(tmp_path),
-           "-n", "--cores", "1"]
+    snk = [
+        str(Path(sys.executable).with_name("snakemake")),
+        "-s",
+        str(root / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "-n",
+        "--cores",
+        "1",
+    ]
     # without --configfile the working directory's config/config.yaml is the config (and is wrong)
     res = subprocess.run(snk, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "config key 'train.target': 'bandgap_exp'" in res.stdout + res.stderr

@@ -293,3 +293,39 @@ def test_cells_larger_than_max_sites_are_passed_over(monkeypatch):
     assert (cand["family"] == "spinel").sum() > rounds.EXAMINE_PER_LABEL
     one = rounds.choose(preds, cand, plan, labels, MIN, _settings(labels_per_round=1, max_sites=5), LABEL, 1)
     assert one.loc[one["origin"] == "candidate", "family"].tolist() == ["perovskite"]
+
+
+def test_candidates_that_could_never_get_a_hull_are_passed_over_when_the_objective_is_a_hull():
+    """Under common oxidation states the structure library builds no Nb oxide (Nb2O5 has no type),
+    so a niobate's label gets no hull (label.hull.uncovered_elements). A round that ranks by
+    E_hull passes such candidates over instead of spending its budget on them; one that ranks by
+    formation energy still takes them."""
+    cand, _ = en.enumerate_candidates(
+        {
+            "families": ["perovskite"],
+            "cations": ["K", "Na", "Ca", "Sr", "Nb", "Ti"],
+            "sites": {"perovskite": {"A": None, "B": None, "X": ["O"]}},
+        }
+    )
+    niobate = cand["formula"].str.contains("Nb")
+    assert niobate.any() and (~niobate).any()
+    hull = rounds.Objective("e_above_hull_ev_per_atom", maximize=False, threshold=0.05)
+    plan = rounds.extend(tables.empty_frame(tables.LABEL_TARGETS), tables.empty_frame(tables.LABEL_TARGETS))
+    for objective in (hull, MIN):
+        t = objective.target
+        preds = pd.DataFrame(
+            {
+                "candidate_id": cand["candidate_id"],
+                "family": cand["family"],
+                "formula": cand["formula"],
+                f"pred__{t}": np.where(niobate, -0.5, 0.5),
+                f"std__{t}": 0.1,
+            }
+        )  # the niobates best
+        labels = pd.DataFrame(
+            {"structure_id": pd.Series(dtype=str), "status": pd.Series(dtype=str), t: pd.Series(dtype=float)}
+        )
+        new = rounds.choose(preds, cand, plan, labels, objective, _settings(labels_per_round=1), LABEL, 1)
+        chosen = new.loc[new["origin"] == "candidate", "formula"].tolist()
+        assert len(chosen) == 1
+        assert ("Nb" in chosen[0]) == (objective is MIN), chosen

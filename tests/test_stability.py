@@ -608,9 +608,7 @@ def test_reference_set_costs_attribute_competing_phases_to_every_family_whose_sy
             "wall_s": [600.0, 1200.0, 3600.0, 360.0, 720.0, 1800.0],
         }
     )
-    targets = pd.DataFrame(
-        {"origin": ["competing"] * 5, "formula": ["Sr1 O1", "Ti1 O2", "Al4 O6", "Ba1 O1", "Mg1 O1"]}
-    )
+    targets = pd.DataFrame({"origin": ["competing"] * 5, "formula": ["Sr1 O1", "Ti1 O2", "Al4 O6", "Ba1 O1", "Mg1 O1"]})
     cost = reference_set.costs(df, targets)
     assert cost.loc["perovskite"].to_dict() == pytest.approx(
         {

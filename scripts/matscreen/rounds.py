@@ -15,7 +15,10 @@ walks them best first:
 
 Diversity: one candidate per reduced formula, at most ``rounds.max_per_system`` per chemical
 system (counting the compounds already labeled) and ``rounds.max_per_family`` per family in a
-round; cells of more than ``rounds.max_sites`` atoms are passed over. Budget: ``rounds.budget.labels`` compounds and ``rounds.budget.cpu_hours`` estimated CPU
+round; cells of more than ``rounds.max_sites`` atoms are passed over, and so, when the target is a
+hull column, are candidates whose label could never get a hull (an element no competing phase of the
+structure library contains: :func:`matscreen.label.uncovered_elements`). Budget:
+``rounds.budget.labels`` compounds and ``rounds.budget.cpu_hours`` estimated CPU
 hours (the resource model's ``runtime_min`` x ``threads``, the compound's and its new competing
 phases') over every round after round 0; a candidate that would not fit is passed over, and
 when nothing fits the round chooses nothing and says so. The checkpoint writes the *cumulative*
@@ -145,6 +148,7 @@ def choose(
     compounds and the competing phases they add. ``previous`` is round ``round_ - 1``'s plan,
     ``labels`` its labels, ``predictions`` its model's candidate predictions."""
     from matscreen.families import get_family
+    from matscreen.label import HULL_COLUMNS, uncovered_elements
     from matscreen.screen import pred_column, std_column
     from matscreen.targets import competing_targets, computable, elements_of, job_cpu_hours, prototype_target
 
@@ -194,6 +198,8 @@ def choose(
     rows: list[dict[str, Any]] = []
     competing_rows: list[pd.DataFrame] = []
     known = set(previous["structure_id"])
+    planned_competing = list(previous.loc[previous["origin"] == "competing", "formula"])
+    needs_hull = objective.target in HULL_COLUMNS
     per_family: dict[str, int] = {}
     skipped_budget = built = 0
     for cid in order["candidate_id"]:
@@ -220,6 +226,15 @@ def choose(
         if row["structure_id"] in known or (s.max_sites is not None and row["nsites"] > s.max_sites):
             continue
         comp = competing_targets(pd.DataFrame([row]), label_settings, known=known)
+        bare = uncovered_elements(system, [*planned_competing, *comp["formula"]]) if needs_hull else []
+        if bare:  # its label could never get the hull the objective ranks by
+            log.info(
+                "round %d: %s passed over: no competing phase contains %s (structure library)",
+                round_,
+                reduced,
+                ", ".join(bare),
+            )
+            continue
         # a label a seed store holds costs no job (the run's own store is not asked: see job_cpu_hours)
         row["budget_cpu_hours"] = job_cpu_hours(row["structure_id"], row["structure"], label_settings)
         comp = comp.assign(
@@ -235,6 +250,7 @@ def choose(
         rows.append(row)
         competing_rows.append(comp)
         known |= {row["structure_id"], *comp["structure_id"]}
+        planned_competing += list(comp["formula"])
         done_formulas.add(reduced)
         per_system[system] = per_system.get(system, 0) + 1
         per_family[rec["family"]] = per_family.get(rec["family"], 0) + 1

@@ -199,10 +199,14 @@ def hull_table(
                 return None, {}, "competing phases not labeled ok: " + ", ".join(missing)
             bare = uncovered_elements(system, need_formula)
             if bare:
-                return None, {}, (
-                    f"no competing phase contains {', '.join(bare)}: the structure library fits none of "
-                    "its binaries (target selection logs them as 'no structure type'), so the hull would "
-                    "compare the compound with the bare element; add one with label.competing.files"
+                return (
+                    None,
+                    {},
+                    (
+                        f"no competing phase contains {', '.join(bare)}: the structure library fits none of "
+                        "its binaries (target selection logs them as 'no structure type'), so the hull would "
+                        "compare the compound with the bare element; add one with label.competing.files"
+                    ),
                 )
             members = [e for e in compounds if frozenset(el.symbol for el in e.composition.elements) <= system]
             pd_, by_name = phase_diagram(ref_entries + members)
