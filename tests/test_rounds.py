@@ -295,11 +295,16 @@ def test_cells_larger_than_max_sites_are_passed_over(monkeypatch):
     assert one.loc[one["origin"] == "candidate", "family"].tolist() == ["perovskite"]
 
 
-def test_candidates_that_could_never_get_a_hull_are_passed_over_when_the_objective_is_a_hull():
-    """Under common oxidation states the structure library builds no Nb oxide (Nb2O5 has no type),
-    so a niobate's label gets no hull (label.hull.uncovered_elements). A round that ranks by
-    E_hull passes such candidates over instead of spending its budget on them; one that ranks by
+@pytest.mark.parametrize("oxidation_states", ["common", "icsd"])
+def test_candidates_that_could_never_get_a_hull_are_passed_over_when_the_objective_is_a_hull(oxidation_states):
+    """The structure library has no type for Nb2O5: under common oxidation states it builds no Nb
+    oxide at all, under icsd NbO2 and Nb2O3 but still not the niobates' own Nb5+ binary. Either way
+    a niobate's label gets no hull (label.hull.missing_competitors). A round that ranks by E_hull
+    passes such candidates over instead of spending its budget on them; one that ranks by
     formation energy still takes them."""
+    label_settings = as_settings(
+        {"store": "unused-store", "competing": {"max_polymorphs": 1, "oxidation_states": oxidation_states}}
+    )
     cand, _ = en.enumerate_candidates(
         {
             "families": ["perovskite"],
@@ -325,7 +330,7 @@ def test_candidates_that_could_never_get_a_hull_are_passed_over_when_the_objecti
         labels = pd.DataFrame(
             {"structure_id": pd.Series(dtype=str), "status": pd.Series(dtype=str), t: pd.Series(dtype=float)}
         )
-        new = rounds.choose(preds, cand, plan, labels, objective, _settings(labels_per_round=1), LABEL, 1)
+        new = rounds.choose(preds, cand, plan, labels, objective, _settings(labels_per_round=1), label_settings, 1)
         chosen = new.loc[new["origin"] == "candidate", "formula"].tolist()
         assert len(chosen) == 1
         assert ("Nb" in chosen[0]) == (objective is MIN), chosen

@@ -383,6 +383,33 @@ def test_element_without_any_competing_phase_leaves_no_hull_and_says_why() -> No
     assert label_hull.hull_table(_labels(rows), _refs(refs), pd.Series(["K2 O1", "Nb1 O2"])).iloc[0]["is_stable"]
 
 
+def test_compound_whose_own_binary_is_not_a_competing_phase_gets_no_hull() -> None:
+    """KNbO3 at icsd oxidation states: the library builds NbO2 and Nb2O3 but has no type for Nb2O5,
+    the niobate's own Nb5+ binary, so its hull (against K2O, NbO2 and O2) would call it stable by
+    far too much."""
+    assert label_hull.own_binaries(["K+", "Nb5+", None], "O2-") == ["K2O", "Nb2O5"]
+    assert label_hull.own_binaries(["La3+:0.25 Sr2+:0.75", "Ti4+"], "O2-") == ["La2O3", "SrO", "TiO2"]
+    assert label_hull.own_binaries(["Mg2+", "Al3+"], None) == []
+    refs = {"K": -1.0, "Nb": -2.0, "O": -3.0}
+    rows = [
+        ("s-kno", "K1 Nb1 O3", -30.0, "ok", "candidate"),
+        ("s-k2o", "K2 O1", -9.0, "ok", "competing"),
+        ("s-nbo2", "Nb1 O2", -14.0, "ok", "competing"),
+    ]
+    chosen = pd.Series(["K2 O1", "Nb1 O2"])
+    own = {"s-kno": ["K2O", "Nb2O5"]}
+    hull = label_hull.hull_table(_labels(rows), _refs(refs), chosen, own)
+    assert pd.isna(hull.iloc[0]["e_above_hull_ev_per_atom"])
+    assert "its own binaries Nb2O5 are not among the competing phases" in hull.iloc[0]["hull_error"]
+    assert hull.iloc[2]["e_above_hull_ev_per_atom"] == pytest.approx(0.0)  # NbO2's own hull stands
+    # the same entries without the own-binary rule give the hull it refuses, and with Nb2O5 chosen
+    # and labeled the compound gets its hull
+    assert label_hull.hull_table(_labels(rows), _refs(refs), chosen).iloc[0]["is_stable"]
+    rows.append(("s-nb2o5", "Nb2 O5", -35.0, "ok", "competing"))
+    full = label_hull.hull_table(_labels(rows), _refs(refs), pd.Series(["K2 O1", "Nb1 O2", "Nb2 O5"]), own)
+    assert full.iloc[0]["hull_error"] is None and full.iloc[0]["e_above_hull_ev_per_atom"] >= 0
+
+
 def test_failed_reference_leaves_no_hull_and_says_why() -> None:
     hull = label_hull.hull_table(_labels(SYSTEM), _refs(REFS, status={"Ti": "failed"}))
     assert pd.isna(hull.iloc[0]["e_above_hull_ev_per_atom"])

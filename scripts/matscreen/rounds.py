@@ -17,7 +17,7 @@ Diversity: one candidate per reduced formula, at most ``rounds.max_per_system`` 
 system (counting the compounds already labeled) and ``rounds.max_per_family`` per family in a
 round; cells of more than ``rounds.max_sites`` atoms are passed over, and so, when the target is a
 hull column, are candidates whose label could never get a hull (an element no competing phase of the
-structure library contains: :func:`matscreen.label.uncovered_elements`). Budget:
+structure library contains, or one of its own binaries missing: :func:`matscreen.label.missing_competitors`). Budget:
 ``rounds.budget.labels`` compounds and ``rounds.budget.cpu_hours`` estimated CPU
 hours (the resource model's ``runtime_min`` x ``threads``, the compound's and its new competing
 phases') over every round after round 0; a candidate that would not fit is passed over, and
@@ -148,7 +148,7 @@ def choose(
     compounds and the competing phases they add. ``previous`` is round ``round_ - 1``'s plan,
     ``labels`` its labels, ``predictions`` its model's candidate predictions."""
     from matscreen.families import get_family
-    from matscreen.label import HULL_COLUMNS, uncovered_elements
+    from matscreen.label import HULL_COLUMNS, missing_competitors, own_binaries_of
     from matscreen.screen import pred_column, std_column
     from matscreen.targets import competing_targets, computable, elements_of, job_cpu_hours, prototype_target
 
@@ -226,15 +226,12 @@ def choose(
         if row["structure_id"] in known or (s.max_sites is not None and row["nsites"] > s.max_sites):
             continue
         comp = competing_targets(pd.DataFrame([row]), label_settings, known=known)
-        bare = uncovered_elements(system, [*planned_competing, *comp["formula"]]) if needs_hull else []
-        if bare:  # its label could never get the hull the objective ranks by
-            log.info(
-                "round %d: %s passed over: no competing phase contains %s (structure library)",
-                round_,
-                reduced,
-                ", ".join(bare),
-            )
-            continue
+        if needs_hull:  # a label that could never get the hull the objective ranks by is not worth its job
+            own = own_binaries_of(pd.DataFrame([row]))[row["structure_id"]]
+            why = missing_competitors(system, [*planned_competing, *comp["formula"]], own)
+            if why:
+                log.info("round %d: %s passed over: %s", round_, reduced, why)
+                continue
         # a label a seed store holds costs no job (the run's own store is not asked: see job_cpu_hours)
         row["budget_cpu_hours"] = job_cpu_hours(row["structure_id"], row["structure"], label_settings)
         comp = comp.assign(

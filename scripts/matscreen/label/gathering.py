@@ -109,7 +109,7 @@ def gather(
     out in the rule's order whatever was stored: compounds, then competing phases, each by
     structure_id; references by element.
     """
-    from matscreen.label.hull import HULL_COLUMNS, hull_table
+    from matscreen.label.hull import HULL_COLUMNS, hull_table, own_binaries_of
 
     s = as_settings(settings)
     label_paths, reference_paths = list(label_paths), list(reference_paths)
@@ -143,7 +143,7 @@ def gather(
     labels = flag_implausible(labels, s.formation_energy_window_ev_per_atom)
     if s.competing.enabled:
         chosen = None if targets is None else targets.loc[targets["origin"] == "competing", "formula"]
-        hull = hull_table(labels, refs, chosen)
+        hull = hull_table(labels, refs, chosen, None if targets is None else own_binaries_of(targets))
         for col in HULL_COLUMNS:
             labels[col] = hull[col]
     else:  # a hull of the labeled compounds and the elements alone would look complete and be wrong

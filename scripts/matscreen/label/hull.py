@@ -9,9 +9,10 @@ of different functionals, bases or k-meshes are not comparable.
 A hull is only as good as its competitors: a compound gets hull columns only when every
 elemental reference of its system is ``ok`` and every competing stoichiometry chosen for the
 system (``origin == 'competing'`` rows of the targets) has at least one ``ok`` polymorph, and
-every element of the system is in at least one of those phases (where the structure library fits
-none of an element's binaries, e.g. Nb2O5 under ``oxidation_states: common``, the element would
-compete only as itself: :func:`uncovered_elements`). Otherwise the hull columns stay null and
+those phases include every element of the system and the compound's own binaries (KNbO3: K2O
+and Nb2O5; :func:`missing_competitors`). Where the structure library has no type for a binary
+(Nb2O5, Ta2O5, Rb2O) the hull would otherwise miss the compound's main competitors: KNbO3
+against Nb metal came out stable by 2.8 eV/atom. Otherwise the hull columns stay null and
 ``hull_error`` names what is missing and why.
 
 Columns (eV/atom): ``e_above_hull_ev_per_atom`` (pymatgen ``get_e_above_hull``);
@@ -24,7 +25,7 @@ with their atom fractions (for a stable compound the phases it would separate in
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -129,6 +130,72 @@ def uncovered_elements(system: frozenset[str], competing_formulas: Iterable[str]
     return sorted(system - covered)
 
 
+def own_binaries(cations: Iterable[object], anion: object) -> list[str]:
+    """The binaries of a compound's cations with its anion at the compound's own oxidation states,
+    reduced formulas: ``["K+", "Nb5+"]``, ``"O2-"`` -> ``["K2O", "Nb2O5"]``. Species are written as
+    in the site columns (``Nb5+``; a mixed site ``La3+:0.25 Sr2+:0.75``); empty entries and
+    fractional oxidation states are skipped. These are a compound's most direct competitors
+    (KNbO3 -> K2O + Nb2O5)."""
+    from math import gcd
+
+    from pymatgen.core import Species
+
+    if not isinstance(anion, str) or not anion or " " in anion.strip():  # no anion, or a mixed one
+        return []
+    x = Species.from_str(anion)
+    out: set[str] = set()
+    for site in cations:
+        if not isinstance(site, str):
+            continue
+        for token in site.split():
+            sp = Species.from_str(token.split(":")[0])
+            ox, xo = float(sp.oxi_state or 0), abs(float(x.oxi_state or 0))
+            if ox <= 0 or xo == 0 or ox != int(ox) or xo != int(xo):
+                continue
+            g = gcd(int(ox), int(xo))
+            out.add(Composition({sp.symbol: int(xo) // g, x.symbol: int(ox) // g}).reduced_formula)
+    return sorted(out)
+
+
+def own_binaries_of(targets: pd.DataFrame) -> dict[str, list[str]]:
+    """structure_id -> :func:`own_binaries` of every compound of a LABEL_TARGETS table (indexed by
+    structure_id, or with the column), from its site columns (A, B, B2, C, D; anion X)."""
+    from matscreen.families import SITE_LABELS
+
+    t = targets if "structure_id" not in targets.columns else targets.set_index("structure_id")
+    t = t[t["origin"] != "competing"]
+    cation_cols = [f"{site}_species" for site in SITE_LABELS if site != "X"]
+    return {
+        str(sid): own_binaries([r[c] for c in cation_cols], r["X_species"])
+        for sid, r in t[[*cation_cols, "X_species"]].iterrows()
+    }
+
+
+def missing_competitors(
+    system: frozenset[str], competing_formulas: Iterable[str], own: Iterable[str] = ()
+) -> str | None:
+    """Why the competing phases planned for a compound of ``system`` cannot give it a meaningful
+    hull, or None: an element that none of them contains (:func:`uncovered_elements`), or one of
+    the compound's own binaries (:func:`own_binaries`) that is not among them. Both happen where
+    the structure library has no type for a binary (Nb2O5, Ta2O5, Rb2O); the hull would then
+    miss the compound's main competitors and call it stable by far too much."""
+    formulas = {Composition(str(f)).reduced_formula for f in competing_formulas}
+    problems = []
+    bare = uncovered_elements(system, formulas)
+    if bare:
+        problems.append(f"no competing phase contains {', '.join(bare)}")
+    lacking = sorted(set(own) - formulas)
+    if lacking:
+        problems.append(f"its own binaries {', '.join(lacking)} are not among the competing phases")
+    if not problems:
+        return None
+    return (
+        "; ".join(problems) + ": the structure library has no type for them (target selection logs "
+        "'no structure type'), so the hull would miss the compound's main competitors; "
+        "add structures with label.competing.files"
+    )
+
+
 def _phase_label(row: Mapping[str, object]) -> str:
     formula = Composition(str(row["formula"])).reduced_formula
     proto = row.get("prototype")
@@ -136,7 +203,10 @@ def _phase_label(row: Mapping[str, object]) -> str:
 
 
 def hull_table(
-    labels: pd.DataFrame, references: pd.DataFrame, chosen_competing: pd.Series | None = None
+    labels: pd.DataFrame,
+    references: pd.DataFrame,
+    chosen_competing: pd.Series | None = None,
+    own: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """The hull columns (index of ``labels``) for every label row, one hull per (settings hash, system).
 
@@ -144,7 +214,9 @@ def hull_table(
     prototype; ``references`` element, settings_hash, energy_per_atom_ha, status, error.
     ``chosen_competing`` (formulas of the competing phases the checkpoint chose, from the targets
     table) makes a phase that has no label row at all count as missing ("not computed"); without
-    it, the competing rows of ``labels`` are the ones required.
+    it, the competing rows of ``labels`` are the ones required. ``own`` maps a compound's
+    structure_id to its own binaries (:func:`own_binaries`); a compound whose own binaries or
+    elements the competing phases lack gets no hull (:func:`missing_competitors`).
     """
     out = pd.DataFrame({c: pd.Series([None] * len(labels), index=labels.index, dtype=object) for c in HULL_COLUMNS})
     if labels.empty:
@@ -167,6 +239,10 @@ def hull_table(
         chosen = competing["formula"] if chosen_competing is None else chosen_competing
         need_formula = {Composition(str(f)).reduced_formula for f in chosen}
         ok_formula = {Composition(str(f)).reduced_formula for f in ok.loc[ok["origin"] == "competing", "formula"]}
+
+        @lru_cache(maxsize=None)
+        def lacking(system: frozenset[str], own_formulas: tuple[str, ...]) -> str | None:
+            return missing_competitors(system, need_formula, own_formulas)
 
         @lru_cache(maxsize=None)
         def system_hull(system: frozenset[str]) -> tuple[PhaseDiagram | None, dict[str, PDEntry], str | None]:
@@ -197,17 +273,6 @@ def hull_table(
                     missing.append(f"{f} ({'/'.join(states) or 'not computed'})")
             if missing:
                 return None, {}, "competing phases not labeled ok: " + ", ".join(missing)
-            bare = uncovered_elements(system, need_formula)
-            if bare:
-                return (
-                    None,
-                    {},
-                    (
-                        f"no competing phase contains {', '.join(bare)}: the structure library fits none of "
-                        "its binaries (target selection logs them as 'no structure type'), so the hull would "
-                        "compare the compound with the bare element; add one with label.competing.files"
-                    ),
-                )
             members = [e for e in compounds if frozenset(el.symbol for el in e.composition.elements) <= system]
             pd_, by_name = phase_diagram(ref_entries + members)
             return pd_, by_name, None
@@ -215,11 +280,14 @@ def hull_table(
         for i in group.index:
             if i not in ok.index:
                 continue
-            pd_, by_name, err = system_hull(elements[i])
+            sid = str(labels.at[i, "structure_id"])
+            err = lacking(elements[i], tuple((own or {}).get(sid, ())))
+            if err is None:
+                pd_, by_name, err = system_hull(elements[i])
             if err is not None:
                 out.loc[i, "hull_error"] = err
                 continue
-            for col, val in stability(pd_, by_name[str(labels.at[i, "structure_id"])]).items():
+            for col, val in stability(pd_, by_name[sid]).items():
                 out.at[i, col] = val
     for col in ("e_above_hull_ev_per_atom", "decomposition_energy_ev_per_atom"):
         out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
