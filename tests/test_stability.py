@@ -400,7 +400,7 @@ def test_compound_whose_own_binary_is_not_a_competing_phase_gets_no_hull() -> No
     own = {"s-kno": ["K2O", "Nb2O5"]}
     hull = label_hull.hull_table(_labels(rows), _refs(refs), chosen, own)
     assert pd.isna(hull.iloc[0]["e_above_hull_ev_per_atom"])
-    assert "its own binaries Nb2O5 are not among the competing phases" in hull.iloc[0]["hull_error"]
+    assert "its own binary Nb2O5 is not among the competing phases" in hull.iloc[0]["hull_error"]
     assert hull.iloc[2]["e_above_hull_ev_per_atom"] == pytest.approx(0.0)  # NbO2's own hull stands
     # the same entries without the own-binary rule give the hull it refuses, and with Nb2O5 chosen
     # and labeled the compound gets its hull

@@ -186,7 +186,8 @@ def missing_competitors(
         problems.append(f"no competing phase contains {', '.join(bare)}")
     lacking = sorted(set(own) - formulas)
     if lacking:
-        problems.append(f"its own binaries {', '.join(lacking)} are not among the competing phases")
+        what = f"binaries {', '.join(lacking)} are" if len(lacking) > 1 else f"binary {lacking[0]} is"
+        problems.append(f"its own {what} not among the competing phases")
     if not problems:
         return None
     return (
