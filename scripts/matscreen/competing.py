@@ -60,7 +60,9 @@ fitting CN, e.g. NbO, LaO) are logged as warnings and listed by :func:`library_g
 states whose type is missing or off by default are built only in stand-ins (Y2O3, Sc2O3, In2O3:
 bixbyite only with ``include_expensive``; ZrO2 baddeleyite, CuO tenorite, MoO3, WO3 monoclinic,
 CdCl2 stacking as CdI2). A missing phase or a higher-energy stand-in can only raise the hull
-(make ``e_above_hull`` too small); supply the real structure as a user file where it matters.
+(make ``e_above_hull`` too small); supply the real structure as a user file where it matters. A
+compound whose own binaries (KNbO3: Nb2O5) or every binary of one of its elements are gaps gets
+no hull at all (:func:`matscreen.label.hull.missing_competitors`).
 """
 
 from __future__ import annotations
