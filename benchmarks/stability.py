@@ -148,6 +148,10 @@ def main() -> None:
     ap.add_argument("--store", default="/tmp/matscreen-bench-stability")
     ap.add_argument("--kmesh", default=None, help="label.kpoints.kmesh for every cell, e.g. 1,1,1 (Gamma: cheap, "
                     "for the cost factor of the volume fit on large cells); default: the schema's kdensity")
+    ap.add_argument("--kdensity", type=float, default=None, help="label.kpoints.kdensity (default: the schema's "
+                    "1.2/A): each cell's mesh from the same density, for the k-point convergence of reaction energies")
+    ap.add_argument("--no-gamma", action="store_true", help="label.kpoints.with_gamma_point false: meshes shifted "
+                    "off Gamma (Monkhorst-Pack)")
     ap.add_argument("--max-extra", type=int, default=None, help="label.volume_scan.max_extra: how far a scan may "
                     "extend past its first points (default: the schema's)")
     ap.add_argument("--ke-cutoff", type=float, default=None, help="label.ke_cutoff in Ha (default: the schema's); "
@@ -172,6 +176,10 @@ def main() -> None:
         settings["ke_cutoff"] = args.ke_cutoff
     if args.kmesh:
         settings["kpoints"] = {"kmesh": [int(k) for k in args.kmesh.split(",")]}
+    if args.kdensity is not None:
+        settings.setdefault("kpoints", {})["kdensity"] = args.kdensity
+    if args.no_gamma:
+        settings.setdefault("kpoints", {})["with_gamma_point"] = False
     if args.reaction or args.compound_only:
         return reaction(args, settings)
     kmesh = f"-k{args.kmesh.replace(',', '')}" if args.kmesh else ""
