@@ -16,10 +16,10 @@ walks them best first:
 Diversity: one candidate per reduced formula, at most ``rounds.max_per_system`` per chemical
 system (counting the compounds already labeled) and ``rounds.max_per_family`` per family in a
 round; cells of more than ``rounds.max_sites`` atoms are passed over, and so, when the target is a
-hull column, are candidates whose label could never get a hull (an element no competing phase of the
-structure library contains, or one of its own binaries missing: :func:`matscreen.label.missing_competitors`). Budget:
-``rounds.budget.labels`` compounds and ``rounds.budget.cpu_hours`` estimated CPU
-hours (the resource model's ``runtime_min`` x ``threads``, the compound's and its new competing
+hull column, are candidates whose label could never get a hull (an element that no competing
+phase of the structure library contains, or one of the compound's own binaries missing:
+:func:`matscreen.label.missing_competitors`). Budget: ``rounds.budget.labels`` compounds and
+``rounds.budget.cpu_hours`` estimated CPU hours (the resource model's ``runtime_min`` x ``threads``, the compound's and its new competing
 phases') over every round after round 0; a candidate that would not fit is passed over, and
 when nothing fits the round chooses nothing and says so. The checkpoint writes the *cumulative*
 plan (every earlier round's targets plus the new ones, each with its ``round``), planned again
