@@ -192,8 +192,8 @@ def missing_competitors(
         return None
     return (
         "; ".join(problems) + ": the structure library has no type for them (target selection logs "
-        "'no structure type'), so the hull would miss the compound's main competitors; "
-        "add structures with label.competing.files"
+        "'no structure type') or label.competing.oxidation_states leaves their oxidation state out, "
+        "so the hull would miss the compound's main competitors; add structures with label.competing.files"
     )
 
 
