@@ -239,6 +239,20 @@ def _formula(cation: str, n_cation: int, anion: str, n_anion: int) -> str:
     return Composition({cation: n_cation, anion: n_anion}).reduced_formula
 
 
+def binary_stoichiometry(oxidation: int, anion_charge: int) -> tuple[int, int]:
+    """(cations, anions) of the charge-balanced binary, smallest integers: Nb5+ with O2- -> (2, 5)."""
+    g = math.gcd(oxidation, anion_charge)
+    return anion_charge // g, oxidation // g
+
+
+def binary_formula(cation: str, oxidation: int, anion: str, anion_charge: int | None = None) -> str:
+    """Reduced formula of the charge-balanced binary of ``cation`` at ``oxidation`` with ``anion``
+    (charge ``anion_charge``, by default its usual one, :data:`ANION_OXIDATION`): Nb, 5, O -> Nb2O5."""
+    m = -_anion_oxidation(anion) if anion_charge is None else anion_charge
+    n_cation, n_anion = binary_stoichiometry(oxidation, m)
+    return _formula(cation, n_cation, anion, n_anion)
+
+
 def binary_stoichiometries(cation: str, anion: str, oxidation_states: str = "icsd") -> list[tuple[str, float]]:
     """Charge-balanced binaries of ``cation`` with ``anion``: (reduced formula, cation oxidation),
     one per positive integer oxidation state in pymatgen's ``oxidation_states`` list, ascending."""
@@ -248,8 +262,7 @@ def binary_stoichiometries(cation: str, anion: str, oxidation_states: str = "ics
     states = getattr(Element(cation), _OXIDATION_LISTS[oxidation_states]) or ()
     out = []
     for n in sorted({int(s) for s in states if s > 0 and float(s).is_integer()}):
-        g = math.gcd(n, m)
-        out.append((_formula(cation, m // g, anion, n // g), float(n)))
+        out.append((binary_formula(cation, n, anion, m), float(n)))
     return out
 
 
@@ -257,9 +270,7 @@ def ranked_types(cation: str, oxidation: float, anion: str, *, include_expensive
                  library: str | os.PathLike[str] | None = None) -> list[StructureType]:
     """The library types that fit the binary of ``cation`` (at ``oxidation``) with ``anion``,
     best first (ranking: module docstring)."""
-    m = -_anion_oxidation(anion)
-    g = math.gcd(int(oxidation), m)
-    stoich = (m // g, int(oxidation) // g)
+    stoich = binary_stoichiometry(int(oxidation), -_anion_oxidation(anion))
     formula = _formula(cation, stoich[0], anion, stoich[1])
     keyed = []
     for i, t in enumerate(load_library(library).values()):

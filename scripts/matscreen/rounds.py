@@ -19,8 +19,8 @@ round; cells of more than ``rounds.max_sites`` atoms are passed over, and so, wh
 hull column, are candidates whose label could never get a hull (an element that no competing
 phase of the structure library contains, or one of the compound's own binaries missing:
 :func:`matscreen.label.missing_competitors`). Budget: ``rounds.budget.labels`` compounds and
-``rounds.budget.cpu_hours`` estimated CPU hours (the resource model's ``runtime_min`` x ``threads``, the compound's and its new competing
-phases') over every round after round 0; a candidate that would not fit is passed over, and
+``rounds.budget.cpu_hours`` estimated CPU hours (the resource model's ``runtime_min`` x
+``threads``, the compound's and its new competing phases') over every round after round 0; a candidate that would not fit is passed over, and
 when nothing fits the round chooses nothing and says so. The checkpoint writes the *cumulative*
 plan (every earlier round's targets plus the new ones, each with its ``round``), planned again
 against the label store, so a target is labeled once, whatever round or rerun asks for it.
@@ -148,7 +148,7 @@ def choose(
     compounds and the competing phases they add. ``previous`` is round ``round_ - 1``'s plan,
     ``labels`` its labels, ``predictions`` its model's candidate predictions."""
     from matscreen.families import get_family
-    from matscreen.label import HULL_COLUMNS, missing_competitors, own_binaries_of
+    from matscreen.label import HULL_COLUMNS, missing_competitors, own_binaries_of_row
     from matscreen.screen import pred_column, std_column
     from matscreen.targets import competing_targets, computable, elements_of, job_cpu_hours, prototype_target
 
@@ -227,8 +227,7 @@ def choose(
             continue
         comp = competing_targets(pd.DataFrame([row]), label_settings, known=known)
         if needs_hull:  # a label that could never get the hull the objective ranks by is not worth its job
-            own = own_binaries_of(pd.DataFrame([row]))[row["structure_id"]]
-            why = missing_competitors(system, [*planned_competing, *comp["formula"]], own)
+            why = missing_competitors(system, [*planned_competing, *comp["formula"]], own_binaries_of_row(row))
             if why:
                 log.info("round %d: %s passed over: %s", round_, reduced, why)
                 continue

@@ -77,7 +77,7 @@ _EXPORTS = {
         "references_path_for",
         "label_files",
     ),
-    "hull": ("HULL_COLUMNS", "missing_competitors", "own_binaries", "own_binaries_of"),
+    "hull": ("HULL_COLUMNS", "missing_competitors", "own_binaries", "own_binaries_of", "own_binaries_of_row"),
     "resources": ("estimate_resources", "scale_resources", "CYCLE_COST"),
     "checks": ("check_label_config", "check_pyscf_names"),
 }

@@ -136,9 +136,9 @@ def own_binaries(cations: Iterable[object], anion: object) -> list[str]:
     in the site columns (``Nb5+``; a mixed site ``La3+:0.25 Sr2+:0.75``); empty entries and
     fractional oxidation states are skipped. These are a compound's most direct competitors
     (KNbO3 -> K2O + Nb2O5)."""
-    from math import gcd
-
     from pymatgen.core import Species
+
+    from matscreen.competing import binary_formula
 
     if not isinstance(anion, str) or not anion or " " in anion.strip():  # no anion, or a mixed one
         return []
@@ -152,23 +152,23 @@ def own_binaries(cations: Iterable[object], anion: object) -> list[str]:
             ox, xo = float(sp.oxi_state or 0), abs(float(x.oxi_state or 0))
             if ox <= 0 or xo == 0 or ox != int(ox) or xo != int(xo):
                 continue
-            g = gcd(int(ox), int(xo))
-            out.add(Composition({sp.symbol: int(xo) // g, x.symbol: int(ox) // g}).reduced_formula)
+            out.add(binary_formula(sp.symbol, int(ox), x.symbol, int(xo)))
     return sorted(out)
 
 
-def own_binaries_of(targets: pd.DataFrame) -> dict[str, list[str]]:
-    """structure_id -> :func:`own_binaries` of every compound of a LABEL_TARGETS table (indexed by
-    structure_id, or with the column), from its site columns (A, B, B2, C, D; anion X)."""
+def own_binaries_of_row(row: Mapping[str, object]) -> list[str]:
+    """:func:`own_binaries` of one LABEL_TARGETS (or candidates) row, from its site columns
+    (cations A, B, B2, C, D; anion X)."""
     from matscreen.families import SITE_LABELS
 
+    return own_binaries([row.get(f"{site}_species") for site in SITE_LABELS if site != "X"], row.get("X_species"))
+
+
+def own_binaries_of(targets: pd.DataFrame) -> dict[str, list[str]]:
+    """structure_id -> :func:`own_binaries_of_row` of every compound of a LABEL_TARGETS table
+    (indexed by structure_id, or with the column)."""
     t = targets if "structure_id" not in targets.columns else targets.set_index("structure_id")
-    t = t[t["origin"] != "competing"]
-    cation_cols = [f"{site}_species" for site in SITE_LABELS if site != "X"]
-    return {
-        str(sid): own_binaries([r[c] for c in cation_cols], r["X_species"])
-        for sid, r in t[[*cation_cols, "X_species"]].iterrows()
-    }
+    return {str(sid): own_binaries_of_row(r) for sid, r in t[t["origin"] != "competing"].iterrows()}
 
 
 def missing_competitors(
