@@ -162,9 +162,11 @@ def _cmd_export_labels(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config) if args.config else load_config()
     s = cfg["label"]
+    kp = s["kpoints"]
+    gamma_rule = "" if kp["gamma_only_min_sites"] is None else f"; cells of {kp['gamma_only_min_sites']} atoms or more: Gamma only"
     theory = (f"{s['xc']}, basis {s['basis']}, pseudopotential {s['pseudo']}, {s['density_fit']}, "
               f"{s['ke_cutoff']} Ha cutoff, {s['smearing']['method']} smearing {s['smearing']['width']} Ha, "
-              f"k-point density {s['kpoints']['kdensity']} per 1/A (references {s['kpoints']['reference_kdensity']}), "
+              f"k-point density {kp['kdensity']} per 1/A (references {kp['reference_kdensity']}{gamma_rule}), "
               f"relax {s['relax']}")
     stats = reference_set.export(args.targets, args.labels, args.references, args.output, args.config)
     from matscreen.atomic import atomic_path

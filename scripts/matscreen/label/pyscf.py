@@ -39,11 +39,17 @@ def kmesh_for(structure: Structure, settings: LabelSettings, kdensity: float | N
 
     An explicit ``kpoints.kmesh`` wins; otherwise n_i = max(1, ceil(kdensity * |b_i|)) with the
     reciprocal lattice vectors b_i in 1/Å including the 2π factor (pymatgen's
-    ``reciprocal_lattice``). ``kdensity`` overrides ``kpoints.kdensity`` (element references).
+    ``reciprocal_lattice``), and the Gamma point alone for a cell of at least
+    ``kpoints.gamma_only_min_sites`` atoms (a garnet's 80-atom primitive cell, whose 2x2x2 mesh
+    does not fit a laptop: config/README.md). ``kdensity`` overrides ``kpoints.kdensity`` (element
+    references, which the size rule does not touch).
     """
     kp = settings.kpoints
-    if kp.kmesh is not None and kdensity is None:
-        return [int(n) for n in kp.kmesh]
+    if kdensity is None:
+        if kp.kmesh is not None:
+            return [int(n) for n in kp.kmesh]
+        if kp.gamma_only_min_sites is not None and len(structure) >= kp.gamma_only_min_sites:
+            return [1, 1, 1]
     dens = float(kdensity if kdensity is not None else kp.kdensity)
     return [max(1, math.ceil(dens * b - 1e-9)) for b in structure.lattice.reciprocal_lattice.abc]
 

@@ -21,6 +21,35 @@ if TYPE_CHECKING:
 #: NOTES.md (gdf 9x, plain FFTDF > 60x slower than multigrid on SrTiO3); rsdf assumed like gdf.
 CYCLE_COST = {"multigrid": 4.5e-7, "fftdf": 3.0e-5, "gdf": 4.5e-6, "rsdf": 4.5e-6}
 
+#: k-points up to which a label's runtime and memory grow in proportion to their number; beyond,
+#: each further k-point adds 1/:data:`KPOINT_SLOPE` of one to the runtime and
+#: 1/:data:`KPOINT_MEMORY_SLOPE` of one to the grid memory (:func:`kpoint_factor`).
+KPOINT_LINEAR_UP_TO = 8
+KPOINT_SLOPE = 16
+KPOINT_MEMORY_SLOPE = 4
+
+
+def kpoint_factor(nk: int, slope: float = KPOINT_SLOPE) -> float:
+    """How a label's runtime (or, with ``slope`` :data:`KPOINT_MEMORY_SLOPE`, its grid memory)
+    grows with its ``nk`` k-points, in units of one k-point's share.
+
+    ``nk`` up to 8 (where :data:`CYCLE_COST` and :data:`GRID_BYTES` were fitted), then
+    ``8 + (nk - 8) / slope``: with multigrid, much of a cycle (the density and potential on the
+    real-space mesh) does not grow with the k-points. Measured at 300 Ha, one thread:
+
+    - runtime (benchmarks/stability.py --kdensity): SrTiO3 54, 81 and 98 s at 2x2x2, 4x4x4 and
+      5x5x5 (1.5x and 1.8x; slope 16 gives 1.44x and 1.9x), SrO 50, 79 and 130 s at 3x3x3, 5x5x5
+      and 7x7x7 (1.6x and 2.6x; 1.66x and 3.1x);
+    - peak memory (the demo's competing phases at kdensity 2.0): BaO 4x4x4 526 MB (model with slope 4: 882),
+      KCaF3 3x3x3 570 (893), CaF2 4x4x4 640 (947), CaO 5x5x5 764 (1017), NaF 5x5x5 781 (939);
+      with the runtime's slope 16 the model fell short of CaO and NaF.
+    """
+    nk = int(nk)
+    if nk <= KPOINT_LINEAR_UP_TO:
+        return float(nk)
+    return KPOINT_LINEAR_UP_TO + (nk - KPOINT_LINEAR_UP_TO) / slope
+
+
 #: Bytes of a label process per FFT mesh point, k-point and spin channel (multigrid; measured,
 #: see :func:`estimate_resources`): about 16 complex numbers per point.
 GRID_BYTES = 128
@@ -31,9 +60,11 @@ def estimate_resources(structure: Structure, settings: LabelSettings) -> dict[st
 
     From the cell PySCF would build: atomic orbitals ``nao``, FFT mesh points ``ngrid``,
     k-points ``nk`` and spin channels ``nspin``. Memory = 300 MB (Python + PySCF) +
-    :data:`GRID_BYTES` per mesh point, k-point and spin (the density and potential on the mesh)
+    :data:`GRID_BYTES` per mesh point, spin and k-point (``kpoint_factor(nk, KPOINT_MEMORY_SLOPE)``
+    of them: the density and potential on the mesh)
     + the k-point matrices (40 complex nao x nao per k and spin). Runtime = 30 SCF cycles x
-    (0.2 s + c * w), ``w = nspin * nk * nao * ngrid``, c per integral scheme (:data:`CYCLE_COST`).
+    (0.2 s + c * w), ``w = nspin * kpoint_factor(nk) * nao * ngrid``, c per integral scheme
+    (:data:`CYCLE_COST`; :func:`kpoint_factor` is ``nk`` up to 8 k-points, less beyond).
     Measured peaks (one process each, 1 thread): SrTiO3 2x2x2 343 MB at 100 Ha (model 348),
     MgAl2O4 (14 atoms) 2x2x2 642 MB at 100 Ha (model 453), BaMoO3 2x2x2 558 MB at 300 Ha (model
     560), Mg3Al2Si3O12 (80 atoms, Gamma) 709 MB at 300 Ha (model 793); the earlier
@@ -54,8 +85,9 @@ def estimate_resources(structure: Structure, settings: LabelSettings) -> dict[st
     ngrid = int(math.prod(int(n) for n in cell.mesh))
     nk = int(math.prod(engine.kmesh_for(structure, s)))
     nspin = 2 if engine.use_unrestricted(structure, s) else 1
-    work = nspin * nk * nao * ngrid
-    mem = 300 + (GRID_BYTES * nspin * nk * ngrid + nspin * nk * nao**2 * 16 * 40) / 1e6
+    work = nspin * kpoint_factor(nk) * nao * ngrid
+    grid_bytes = GRID_BYTES * nspin * kpoint_factor(nk, KPOINT_MEMORY_SLOPE) * ngrid
+    mem = 300 + (grid_bytes + nspin * nk * nao**2 * 16 * 40) / 1e6
     seconds = 30 * (0.2 + CYCLE_COST[s.density_fit] * work)
     return {
         "mem_mb": int(max(r.min_mem_mb, math.ceil(mem * r.safety))),

@@ -56,6 +56,7 @@ class KPoints:
     kdensity: float
     with_gamma_point: bool
     reference_kdensity: float
+    gamma_only_min_sites: int | None
 
 
 @dataclass(frozen=True)
