@@ -521,8 +521,9 @@ def test_srtio3_is_stable_against_sro_and_tio2(tmp_path) -> None:
     there (SrO and rutile move by 0.08 and 0.33 mHa per cell up to 200 Ha), so this is the default
     level's number at a third of its cost. The reaction energy from the oxides is negative, as
     measured (about -0.25 eV/atom, Jacob & Rajitha, J. Chem. Thermodyn. 43, 51 (2011)). The minimal basis
-    overbinds the ternary (-0.36 eV/atom here; ``benchmarks/stability.py --reaction`` prints it, with and
-    without the volume fit, and config/README.md lists both)."""
+    overbinds the ternary (about -0.6 eV/atom at the default kdensity 2.0, -0.35 at 1.2, where 2x2x2
+    k-points cancelled part of it; ``benchmarks/stability.py --reaction`` prints it, and config/README.md,
+    *k-point sampling*, lists both)."""
     from matscreen.competing import build_binary
 
     s = label.resolve_settings({"ke_cutoff": 100, "store": str(tmp_path / "store")})

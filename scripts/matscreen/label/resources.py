@@ -40,7 +40,7 @@ def kpoint_factor(nk: int, slope: float = KPOINT_SLOPE) -> float:
     - runtime (benchmarks/stability.py --kdensity): SrTiO3 54, 81 and 98 s at 2x2x2, 4x4x4 and
       5x5x5 (1.5x and 1.8x; slope 16 gives 1.44x and 1.9x), SrO 50, 79 and 130 s at 3x3x3, 5x5x5
       and 7x7x7 (1.6x and 2.6x; 1.66x and 3.1x);
-    - peak memory (the demo's competing phases at kdensity 2.0): BaO 4x4x4 526 MB (model with slope 4: 882),
+    - peak memory (the demo's labels at kdensity 2.0): BaO 4x4x4 526 MB (model with slope 4: 882),
       KCaF3 3x3x3 570 (893), CaF2 4x4x4 640 (947), CaO 5x5x5 764 (1017), NaF 5x5x5 781 (939);
       with the runtime's slope 16 the model fell short of CaO and NaF.
     """
@@ -50,8 +50,8 @@ def kpoint_factor(nk: int, slope: float = KPOINT_SLOPE) -> float:
     return KPOINT_LINEAR_UP_TO + (nk - KPOINT_LINEAR_UP_TO) / slope
 
 
-#: Bytes of a label process per FFT mesh point, k-point and spin channel (multigrid; measured,
-#: see :func:`estimate_resources`): about 16 complex numbers per point.
+#: Bytes of a label process per FFT mesh point, spin channel and k-point up to 8 (multigrid; measured,
+#: see :func:`estimate_resources`; beyond 8 k-points :func:`kpoint_factor`): about 16 complex numbers per point.
 GRID_BYTES = 128
 
 
