@@ -16,10 +16,27 @@ if TYPE_CHECKING:
 
     from matscreen.label.settings import LabelSettings
 
-#: Seconds per SCF cycle per unit of nspin * nk * nao * ngrid. multigrid: measured (3.5e-7 SrTiO3,
-#: 4.6e-7 MgAl2O4, benchmarks/label.py); gdf and fftdf: scaled by the Gamma-point ratios in
-#: NOTES.md (gdf 9x, plain FFTDF > 60x slower than multigrid on SrTiO3); rsdf assumed like gdf.
-CYCLE_COST = {"multigrid": 4.5e-7, "fftdf": 3.0e-5, "gdf": 4.5e-6, "rsdf": 4.5e-6}
+#: Seconds per SCF cycle per unit of nspin * kpoint_factor(nk) * nao * ngrid. multigrid: fitted
+#: in session 18 to 272 labels at 300 Ha (the reference set at kdensity 1.2 and the demo's and
+#: reference set's first labels at 2.0; 2-80 atoms, 1-125 k-points; one thread, `nice`d beside one
+#: or two other jobs): wall = 40 s + cycles x 1.12e-7 x w, with the label's own cycle count (median
+#: 6, at most 28), the median measured/modelled 1.00. gdf, rsdf and fftdf: scaled as before by the
+#: Gamma-point ratios in NOTES.md (gdf 9-10x, plain FFTDF > 60x slower than multigrid on SrTiO3).
+#: The earlier 4.5e-7 was fitted at 100 Ha and was 4x too high at 300 Ha: a cycle does not grow in
+#: proportion to the FFT mesh (SrTiO3 3.3 s per cycle at 100 Ha, about 5 at 300 Ha).
+CYCLE_COST = {"multigrid": 1.12e-7, "fftdf": 7.5e-6, "gdf": 1.12e-6, "rsdf": 1.12e-6}
+
+#: Seconds of a label job before and around its SCF cycles (cell, pseudopotential check, guess).
+SETUP_S = 40.0
+
+#: SCF cycles a job is estimated for: 4-5x the median (6), room for the failure ladder's attempts.
+ESTIMATE_CYCLES = 30
+
+#: The runtime's FFT mesh is the cell's at ``max(ke_cutoff, RUNTIME_MIN_CUTOFF_HA)``: below the
+#: cutoff :data:`CYCLE_COST` was fitted at, a cycle shrinks less than the mesh does (SrTiO3 and
+#: MgAl2O4 take 1.6x and about 3x longer per cycle at 300 Ha than at 100, for a 5.2x mesh), so a
+#: lower cutoff is estimated generously rather than short.
+RUNTIME_MIN_CUTOFF_HA = 300.0
 
 #: k-points up to which a label's runtime and memory grow in proportion to their number; beyond,
 #: each further k-point adds 1/:data:`KPOINT_SLOPE` of one to the runtime and
@@ -62,16 +79,17 @@ def estimate_resources(structure: Structure, settings: LabelSettings) -> dict[st
     k-points ``nk`` and spin channels ``nspin``. Memory = 300 MB (Python + PySCF) +
     :data:`GRID_BYTES` per mesh point, spin and k-point (``kpoint_factor(nk, KPOINT_MEMORY_SLOPE)``
     of them: the density and potential on the mesh)
-    + the k-point matrices (40 complex nao x nao per k and spin). Runtime = 30 SCF cycles x
-    (0.2 s + c * w), ``w = nspin * kpoint_factor(nk) * nao * ngrid``, c per integral scheme
-    (:data:`CYCLE_COST`; :func:`kpoint_factor` is ``nk`` up to 8 k-points, less beyond).
-    Measured peaks (one process each, 1 thread): SrTiO3 2x2x2 343 MB at 100 Ha (model 348),
+    + the k-point matrices (40 complex nao x nao per k and spin). Runtime = :data:`SETUP_S` +
+    :data:`ESTIMATE_CYCLES` x c x w, ``w = nspin * kpoint_factor(nk) * nao * ngrid``, c per
+    integral scheme (:data:`CYCLE_COST`; :func:`kpoint_factor` is ``nk`` up to 8 k-points, less
+    beyond; ``ngrid`` at no less than :data:`RUNTIME_MIN_CUTOFF_HA`). Over the 272 labels it was
+    fitted to, the measured wall time is a median 0.41 of this estimate, 1.5 at the 90th percentile
+    and 2.35 at the 95th (the slowest ones shared their core with other jobs). The model before
+    session 18, fitted at 100 Ha, asked about 10x the measured time at 300 Ha (the demo's round 0:
+    18 estimated CPU hours with ``safety: 2``, 0.95 measured). Measured peaks (one process each, 1 thread): SrTiO3 2x2x2 343 MB at 100 Ha (model 348),
     MgAl2O4 (14 atoms) 2x2x2 642 MB at 100 Ha (model 453), BaMoO3 2x2x2 558 MB at 300 Ha (model
     560), Mg3Al2Si3O12 (80 atoms, Gamma) 709 MB at 300 Ha (model 793); the earlier
-    ``6 bytes * w`` grid term asked 6.9 GB for that garnet. The runtime was fitted at 100 Ha
-    (SrTiO3 3.3 s/cycle, MgAl2O4 27-32 s/cycle); at 300 Ha it is generous, about 2x for five-atom
-    perovskites (BaLiF3 7.0 s/cycle measured) and 5x for the garnet (88 s/cycle). The 30 cycles
-    leave room for the failure ladder's slower attempts. Both are multiplied by
+    ``6 bytes * w`` grid term asked 6.9 GB for that garnet. Both are multiplied by
     ``resources.safety`` and floored at ``min_mem_mb`` / ``min_runtime``. The dict also carries
     ``attempt_factor`` for :func:`scale_resources`.
     """
@@ -85,16 +103,26 @@ def estimate_resources(structure: Structure, settings: LabelSettings) -> dict[st
     ngrid = int(math.prod(int(n) for n in cell.mesh))
     nk = int(math.prod(engine.kmesh_for(structure, s)))
     nspin = 2 if engine.use_unrestricted(structure, s) else 1
-    work = nspin * kpoint_factor(nk) * nao * ngrid
+    work = nspin * kpoint_factor(nk) * nao * _runtime_ngrid(cell, s, ngrid)
     grid_bytes = GRID_BYTES * nspin * kpoint_factor(nk, KPOINT_MEMORY_SLOPE) * ngrid
     mem = 300 + (grid_bytes + nspin * nk * nao**2 * 16 * 40) / 1e6
-    seconds = 30 * (0.2 + CYCLE_COST[s.density_fit] * work)
+    seconds = SETUP_S + ESTIMATE_CYCLES * CYCLE_COST[s.density_fit] * work
     return {
         "mem_mb": int(max(r.min_mem_mb, math.ceil(mem * r.safety))),
         "runtime": int(max(r.min_runtime, math.ceil(seconds * r.safety / 60))),
         "threads": int(r.threads),
         "attempt_factor": float(r.attempt_factor),
     }
+
+
+def _runtime_ngrid(cell: Any, settings: LabelSettings, ngrid: int) -> int:
+    """FFT mesh points for the runtime: the cell's, or its mesh at :data:`RUNTIME_MIN_CUTOFF_HA`
+    where ``ke_cutoff`` is lower (an explicit ``mesh`` is taken as it is)."""
+    if settings.mesh is not None or float(settings.ke_cutoff) >= RUNTIME_MIN_CUTOFF_HA:
+        return ngrid
+    from pyscf.pbc.tools.pbc import cutoff_to_mesh
+
+    return max(ngrid, int(math.prod(int(n) for n in cutoff_to_mesh(cell.lattice_vectors(), RUNTIME_MIN_CUTOFF_HA))))
 
 
 def scale_resources(res: dict[str, Any], attempt: int, attempt_factor: float | None = None) -> dict[str, Any]:
