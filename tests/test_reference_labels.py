@@ -107,3 +107,49 @@ def test_the_default_run_trains_on_every_usable_shipped_label(tmp_path) -> None:
     for t in trainable:
         pooled = train.pooled_metrics(metrics, t).set_index("metric")["value"]
         assert pooled["n_test"] == usable[t], (t, pooled["n_test"], usable[t])
+
+
+def _batches_tool():
+    """resources/labels/batches.py, the script that plans the background batches of the set."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reference_batches", SHIPPED / "batches.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_batches_put_each_systems_competing_phases_before_its_compound_and_none_twice(tmp_path) -> None:
+    import pandas as pd
+
+    from matscreen.label.hull import formula_elements
+
+    rows = pd.concat(
+        [tables.read_table(SHIPPED / f, tables.REFERENCE_LABELS) for f in ("labels.parquet", "competing.parquet")]
+    )
+    targets = tables.conform(rows.assign(stored=False, runtime_min=rows["nsites"]), tables.LABEL_TARGETS)
+    targets = targets[tables.LABEL_TARGETS.column_names]
+    targets.loc[targets.index[:3], "stored"] = True  # stored rows are never planned
+    families = sorted(set(targets["family"]) - {"other"}, reverse=True)  # perovskite, then garnet
+    _batches_tool().plan(targets, families, tmp_path)
+
+    seen: set[str] = set()
+    for family in families:
+        batch = tables.read_table(tmp_path / f"batch-{family}.parquet", tables.LABEL_TARGETS)
+        assert not batch["stored"].any() and not set(batch["structure_id"]) & seen  # nothing twice
+        compounds = targets[(targets["family"] == family) & ~targets["stored"]]
+        assert set(compounds["structure_id"]) <= set(batch["structure_id"])
+        done: set[str] = set(seen)
+        hull_less = False
+        for row in batch.itertuples():
+            done.add(row.structure_id)
+            if row.origin == "competing":
+                continue
+            els = formula_elements(row.formula)
+            need = targets[(targets["origin"] == "competing") & ~targets["stored"]]
+            need = need[need["formula"].map(formula_elements).map(els.issuperset)]
+            assert set(need["structure_id"]) <= done, f"{row.formula}: a competing phase comes after it"
+            no_hull = bool(els & {"Nb", "Ta", "Rb"})
+            assert no_hull or not hull_less, f"{row.formula} after a compound that gets no hull"
+            hull_less |= no_hull
+        seen |= set(batch["structure_id"])
