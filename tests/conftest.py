@@ -32,7 +32,7 @@ class ReplaySCF:
 
     def key(self, structure: Any, kmesh: Any) -> str:
         from matscreen.ids import structure_id
-        from matscreen.label.pyscf import kmesh_str
+        from matscreen.label.cell import kmesh_str
 
         return f"{structure_id(structure)}|{kmesh_str(kmesh)}|{structure.volume:.3f}"
 
@@ -47,7 +47,8 @@ class ReplaySCF:
         dm0: Any = None,
         checkpoint: Any = None,
     ) -> Any:
-        from matscreen.label.pyscf import SCFResult, kmesh_for
+        from matscreen.label.cell import kmesh_for
+        from matscreen.label.pyscf import SCFResult
 
         kmesh = list(kmesh) if kmesh is not None else kmesh_for(structure, settings)
         key = self.key(structure, kmesh)

@@ -17,6 +17,7 @@ from pymatgen.core import Lattice, Structure
 from matscreen import label, tables
 from matscreen.config import ConfigError
 from matscreen.ids import structure_id
+from matscreen.label import cell as label_cell
 from matscreen.label import pyscf as label_pyscf
 from matscreen.label import refs as label_refs
 
@@ -92,11 +93,11 @@ def test_settings_hash_covers_physics_only() -> None:
 
 def test_kmesh_from_density_and_explicit() -> None:
     s = label.resolve_settings({})
-    assert label_pyscf.kmesh_for(srtio3(), s) == [4, 4, 4]  # shipped default: 4x4x4 for a 3.9 A perovskite
-    assert label_pyscf.kmesh_for(srtio3(), label.resolve_settings({"kpoints": {"kdensity": 1.2}})) == [2, 2, 2]
+    assert label_cell.kmesh_for(srtio3(), s) == [4, 4, 4]  # shipped default: 4x4x4 for a 3.9 A perovskite
+    assert label_cell.kmesh_for(srtio3(), label.resolve_settings({"kpoints": {"kdensity": 1.2}})) == [2, 2, 2]
     big = Structure(Lattice.orthorhombic(4.0, 8.0, 16.0), ["Si"], [[0, 0, 0]])
-    assert label_pyscf.kmesh_for(big, s) == [4, 2, 1]
-    assert label_pyscf.kmesh_for(big, label.resolve_settings({"kpoints": {"kmesh": [3, 3, 1]}})) == [3, 3, 1]
+    assert label_cell.kmesh_for(big, s) == [4, 2, 1]
+    assert label_cell.kmesh_for(big, label.resolve_settings({"kpoints": {"kmesh": [3, 3, 1]}})) == [3, 3, 1]
 
 
 def test_cells_of_gamma_only_min_sites_atoms_take_the_gamma_point_only() -> None:
@@ -107,12 +108,12 @@ def test_cells_of_gamma_only_min_sites_atoms_take_the_gamma_point_only() -> None
     pyrope = Structure.from_file(cif).get_primitive_structure()
     s = label.resolve_settings({})
     assert len(pyrope) == 80 and s.kpoints.gamma_only_min_sites == 40
-    assert label_pyscf.kmesh_for(pyrope, s) == [1, 1, 1]
-    assert label_pyscf.kmesh_for(pyrope, label.resolve_settings({"kpoints": {"gamma_only_min_sites": None}})) == [2, 2, 2]
-    assert label_pyscf.kmesh_for(pyrope, label.resolve_settings({"kpoints": {"gamma_only_min_sites": 81}})) == [2, 2, 2]
-    assert label_pyscf.kmesh_for(pyrope, s, kdensity=2.0) == [2, 2, 2]  # the references' path
-    assert label_pyscf.kmesh_for(pyrope, label.resolve_settings({"kpoints": {"kmesh": [2, 1, 1]}})) == [2, 1, 1]
-    assert label_pyscf.kmesh_for(srtio3(), label.resolve_settings({"kpoints": {"gamma_only_min_sites": 5}})) == [1, 1, 1]
+    assert label_cell.kmesh_for(pyrope, s) == [1, 1, 1]
+    assert label_cell.kmesh_for(pyrope, label.resolve_settings({"kpoints": {"gamma_only_min_sites": None}})) == [2, 2, 2]
+    assert label_cell.kmesh_for(pyrope, label.resolve_settings({"kpoints": {"gamma_only_min_sites": 81}})) == [2, 2, 2]
+    assert label_cell.kmesh_for(pyrope, s, kdensity=2.0) == [2, 2, 2]  # the references' path
+    assert label_cell.kmesh_for(pyrope, label.resolve_settings({"kpoints": {"kmesh": [2, 1, 1]}})) == [2, 1, 1]
+    assert label_cell.kmesh_for(srtio3(), label.resolve_settings({"kpoints": {"gamma_only_min_sites": 5}})) == [1, 1, 1]
 
 
 def test_memory_estimate_of_a_garnet_is_near_its_measured_peak() -> None:
@@ -144,7 +145,7 @@ def test_memory_estimate_at_dense_meshes_is_near_the_measured_peak(formula, prot
 
     structure = build_binary(prototype, cation, oxidation, anion)
     s = label.resolve_settings({"resources": {"safety": 1.0, "min_mem_mb": 100}})
-    assert label_pyscf.kmesh_str(label.kmesh_for(structure, s)) == kmesh
+    assert label_cell.kmesh_str(label.kmesh_for(structure, s)) == kmesh
     est = label.estimate_resources(structure, s)["mem_mb"]
     assert peak_mb <= est < 2 * peak_mb, est
 
@@ -559,11 +560,11 @@ def test_kpoint_cells_that_lose_pseudopotential_terms_are_rebuilt_tighter():
     kcaf3 = Structure(Lattice.cubic(4.6), ["K", "Ca", "F", "F", "F"],
                       [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
     loose = label.resolve_settings({"precision": 1e-6})
-    assert label_pyscf.pp_screening_error(label_pyscf.build_cell(kcaf3, loose), [2, 2, 2]) > 0.4
-    cell = label_pyscf.checked_cell(kcaf3, loose, [2, 2, 2])
+    assert label_cell.pp_screening_error(label_cell.build_cell(kcaf3, loose), [2, 2, 2]) > 0.4
+    cell = label_cell.checked_cell(kcaf3, loose, [2, 2, 2])
     assert cell.precision < 1e-6
-    assert label_pyscf.pp_screening_error(cell, [2, 2, 2]) < label_pyscf.PP_SCREENING_TOL_HA
-    default = label_pyscf.checked_cell(kcaf3, label.resolve_settings({}), [2, 2, 2])
+    assert label_cell.pp_screening_error(cell, [2, 2, 2]) < label_cell.PP_SCREENING_TOL_HA
+    default = label_cell.checked_cell(kcaf3, label.resolve_settings({}), [2, 2, 2])
     assert default.precision == 1e-8, "the shipped precision needs no rebuild"
 
 
@@ -571,9 +572,9 @@ def test_pseudopotential_check_of_cells_without_higher_local_terms():
     """gth-pade Zn has no local terms beyond C1: PySCF's Gamma-point builder then returns [0]
     instead of a matrix, which crashed the check (and every Zn reference job with k-points)."""
     zn = Structure(Lattice.hexagonal(2.66, 4.95), ["Zn", "Zn"], [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])
-    cell = label_pyscf.build_cell(zn, label.resolve_settings({"ke_cutoff": 60}))
-    assert label_pyscf.pp_screening_error(cell, [2, 2, 2]) == 0.0
-    assert label_pyscf.checked_cell(zn, label.resolve_settings({"ke_cutoff": 60}), [2, 2, 2]).precision == 1e-8
+    cell = label_cell.build_cell(zn, label.resolve_settings({"ke_cutoff": 60}))
+    assert label_cell.pp_screening_error(cell, [2, 2, 2]) == 0.0
+    assert label_cell.checked_cell(zn, label.resolve_settings({"ke_cutoff": 60}), [2, 2, 2]).precision == 1e-8
 
 
 @pytest.mark.slow
@@ -589,7 +590,7 @@ def test_skewed_cell_builds_its_multigrid_density(monkeypatch: pytest.MonkeyPatc
 
     anatase = build_binary("anatase", "Ti", 4, "O")
     settings = label.resolve_settings({})
-    cell = label_pyscf.checked_cell(anatase, settings, [3, 3, 2])
+    cell = label_cell.checked_cell(anatase, settings, [3, 3, 2])
     assert (np.linalg.inv(cell.lattice_vectors().T).sum(axis=1) > 0).all()
 
     def exc() -> float:
@@ -606,12 +607,12 @@ def test_only_cells_multigrid_cannot_bound_are_rotated() -> None:
     path: no rotation. Inverted-box cells (a body-centred cell, an inverted cubic one) get a proper
     rotation that leaves every reciprocal vector with a positive component sum."""
     for aligned in (Lattice.cubic(3.9), Lattice.tetragonal(4.6, 2.97), Lattice.orthorhombic(5.5, 5.6, 7.8)):
-        assert (label_pyscf.multigrid_safe_rotation(aligned.matrix) == np.eye(3)).all()
+        assert (label_cell.multigrid_safe_rotation(aligned.matrix) == np.eye(3)).all()
     from matscreen.competing import build_binary
 
     for lattice in (-Lattice.cubic(3.9).matrix, build_binary("anatase", "Ti", 4, "O").lattice.matrix):
         assert (np.linalg.inv(lattice.T).sum(axis=1) < 0).any()
-        r = label_pyscf.multigrid_safe_rotation(lattice)
+        r = label_cell.multigrid_safe_rotation(lattice)
         assert r @ r.T == pytest.approx(np.eye(3)) and np.linalg.det(r) == pytest.approx(1.0)
         assert (np.linalg.inv((lattice @ r.T).T).sum(axis=1) > 0).all()
 

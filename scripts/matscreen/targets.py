@@ -10,7 +10,7 @@ Everything PySCF-specific about the plan is decided here, once, in the ``select_
 job, so that the Snakemake controller never imports PySCF:
 
 * *preflight*: whether PySCF can describe a structure's elements with the configured basis and
-  pseudopotential (:func:`matscreen.label.pyscf.unsupported_elements`) is asked here only;
+  pseudopotential (:func:`matscreen.label.cell.unsupported_elements`) is asked here only;
 * *the store*: a target (or reference element) whose label the store already holds under the
   settings hash is marked ``stored``; it is no label job, gather reads the store entry;
 * *resources*: ``mem_mb``, ``runtime_min`` and ``threads`` of every remaining label job
@@ -42,7 +42,7 @@ _SITE_COLS = [c.name for c in tables.SITE_COLUMNS]
 
 
 def _unsupported(elements: list[str], settings: LabelSettings) -> list[str]:
-    from matscreen.label.pyscf import unsupported_elements
+    from matscreen.label.cell import unsupported_elements
 
     return unsupported_elements(elements, settings)
 

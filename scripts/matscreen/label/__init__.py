@@ -11,7 +11,9 @@ Modules, along the seams of the stage:
 
 * :mod:`.settings` -- ``LabelSettings``, the settings hash, ``NON_PHYSICAL_KEYS`` (light import)
 * :mod:`.checks` -- ``check_label_config(config)``: the semantic config checks (light import)
-* :mod:`.pyscf` -- cell, k-points, SCF object, failure ladder, gap, preflight (``unsupported_elements``)
+* :mod:`.cell` -- k-point mesh (``kmesh_for``), PySCF cell, pseudopotential-screening check,
+  preflight (``unsupported_elements``)
+* :mod:`.pyscf` -- SCF object, failure ladder, progress and stall watch, checkpoint resume, gap
 * :mod:`.eos` -- ``label.relax: volume``: E(V) scan and equation of state
 * :mod:`.refs` -- elemental reference phases
 * :mod:`.hull` -- convex hulls (pymatgen ``PhaseDiagram``) per settings hash and chemical system
@@ -57,7 +59,8 @@ _EXPORTS = {
         "physical_settings",
         "settings_hash",
     ),
-    "pyscf": ("HARTREE_EV", "SCFResult", "unsupported_elements", "run_scf", "kmesh_for"),
+    "cell": ("unsupported_elements", "kmesh_for"),
+    "pyscf": ("HARTREE_EV", "SCFResult", "run_scf"),
     "store": ("entry_path", "atomic_copy", "get_or_compute"),
     "jobs": (
         "compute_label",

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 from pymatgen.core import Structure
 
-from matscreen.label.pyscf import HARTREE_EV, SCFResult, build_cell, kmesh_for, max_rss_mb, run_scf
+from matscreen.label.cell import build_cell, kmesh_for
+from matscreen.label.pyscf import HARTREE_EV, SCFResult, max_rss_mb, run_scf
 from matscreen.label.settings import LabelSettings
 from matscreen.label.store import checkpoint_path
 

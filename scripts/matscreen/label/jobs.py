@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from pymatgen.core import Structure
 
 from matscreen import tables
+from matscreen.label import cell, store
 from matscreen.label import pyscf as engine
-from matscreen.label import store
 from matscreen.label.settings import LabelSettings, as_settings
 from matscreen.structjson import UnsafeStructureJSON, structure_from_json
 
@@ -93,7 +93,7 @@ def compute_label(
             converged=False,
             error="disordered structure (partial occupancies): label an ordered approximant",
         )
-    bad = engine.unsupported_elements([el.symbol for el in structure.composition.elements], s)
+    bad = cell.unsupported_elements([el.symbol for el in structure.composition.elements], s)
     if bad:  # label-target selection leaves these out; a hand-made targets table or `matscreen label` may not
         return _label_row(
             structure,
@@ -101,7 +101,7 @@ def compute_label(
             s.hash,
             status="unsupported",
             converged=False,
-            kmesh=engine.kmesh_str(engine.kmesh_for(structure, s)),
+            kmesh=cell.kmesh_str(cell.kmesh_for(structure, s)),
             error=f"no basis/pseudopotential for {', '.join(bad)} in basis {s.basis!r} / pseudo {s.pseudo!r}",
         )
     if s.relax == "volume":
@@ -200,7 +200,7 @@ def compute_reference(
         return row
     phase = build_reference(element, refs.file, float(refs.box_ang))
     row["reference"] = phase.description
-    if engine.unsupported_elements([element], s):
+    if cell.unsupported_elements([element], s):
         row.update(
             status="unsupported",
             error=f"no basis/pseudopotential for {element} in basis {s.basis!r} / pseudo {s.pseudo!r}",
@@ -212,14 +212,14 @@ def compute_reference(
         res = engine.run_scf(phase.structure, gamma, kmesh=[1, 1, 1], spin=phase.spin, unrestricted=bool(phase.spin))
         calc = {"relax": "none", "volume_ang3": None, "bulk_modulus_gpa": None}
     else:
-        kmesh = engine.kmesh_for(phase.structure, s, kdensity=float(s.kpoints.reference_kdensity))
+        kmesh = cell.kmesh_for(phase.structure, s, kdensity=float(s.kpoints.reference_kdensity))
         calc = _calculate(phase.structure, s, kmesh=kmesh, journal=journal)
         res = calc.pop("result")
     row.update(
         energy_per_atom_ha=None if res.energy_ha is None else res.energy_ha / natoms,
         status=res.status,
         error=res.error,
-        kmesh=engine.kmesh_str([1, 1, 1]) if phase.molecule else res.kmesh,
+        kmesh=cell.kmesh_str([1, 1, 1]) if phase.molecule else res.kmesh,
         wall_s=res.wall_s,
         relax=calc["relax"],
         volume_per_atom_ang3=None if calc["volume_ang3"] is None else calc["volume_ang3"] / natoms,

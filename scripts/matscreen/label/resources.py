@@ -93,15 +93,16 @@ def estimate_resources(structure: Structure, settings: LabelSettings) -> dict[st
     ``resources.safety`` and floored at ``min_mem_mb`` / ``min_runtime``. The dict also carries
     ``attempt_factor`` for :func:`scale_resources`.
     """
+    from matscreen.label import cell as label_cell
     from matscreen.label import pyscf as engine
     from matscreen.label.settings import as_settings
 
     s = as_settings(settings)
     r = s.resources
-    cell = engine.build_cell(structure, s)
+    cell = label_cell.build_cell(structure, s)
     nao = int(cell.nao_nr())
     ngrid = int(math.prod(int(n) for n in cell.mesh))
-    nk = int(math.prod(engine.kmesh_for(structure, s)))
+    nk = int(math.prod(label_cell.kmesh_for(structure, s)))
     nspin = 2 if engine.use_unrestricted(structure, s) else 1
     work = nspin * kpoint_factor(nk) * nao * _runtime_ngrid(cell, s, ngrid)
     grid_bytes = GRID_BYTES * nspin * kpoint_factor(nk, KPOINT_MEMORY_SLOPE) * ngrid

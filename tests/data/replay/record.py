@@ -24,6 +24,7 @@ sys.path.insert(0, str(HERE.parents[2] / "scripts"))
 from pymatgen.core import Lattice, Structure  # noqa: E402
 
 from matscreen.ids import structure_id  # noqa: E402
+from matscreen.label import cell  # noqa: E402
 from matscreen.label import pyscf as engine  # noqa: E402
 from matscreen.label.refs import build_reference  # noqa: E402
 from matscreen.label.settings import as_settings  # noqa: E402
@@ -48,7 +49,7 @@ SETTINGS = {
 def replay_key(structure: Structure, kmesh: list[int]) -> str:
     """``<structure_id>|<kmesh>|<volume>``: structure ids round the lattice (PySCF's diamond and
     carbon's reference phase share one), the volume tells such cells apart."""
-    return f"{structure_id(structure)}|{engine.kmesh_str(kmesh)}|{structure.volume:.3f}"
+    return f"{structure_id(structure)}|{cell.kmesh_str(kmesh)}|{structure.volume:.3f}"
 
 
 def cases() -> list[tuple[Structure, list[int]]]:
@@ -57,8 +58,8 @@ def cases() -> list[tuple[Structure, list[int]]]:
     diamond = Structure(lat, ["C", "C"], [[0, 0, 0], [0.8917, 0.8917, 0.8917]], coords_are_cartesian=True)
     ref = build_reference("C", s.references.file, s.references.box_ang).structure
     return [
-        (diamond, engine.kmesh_for(diamond, s)),
-        (ref, engine.kmesh_for(ref, s, kdensity=s.kpoints.reference_kdensity)),
+        (diamond, cell.kmesh_for(diamond, s)),
+        (ref, cell.kmesh_for(ref, s, kdensity=s.kpoints.reference_kdensity)),
     ]
 
 
