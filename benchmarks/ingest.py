@@ -33,7 +33,7 @@ from pymatgen.io.cif import CifParser  # noqa: E402
 from pymatgen.io.vasp import Poscar  # noqa: E402
 
 from matscreen.ingest import ingest  # noqa: E402
-from matscreen.recognize import recognize  # noqa: E402
+from matscreen.ingest.recognize import recognize  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "structures"
 

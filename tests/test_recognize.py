@@ -11,7 +11,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifParser
 
 from matscreen.families import DOUBLE_PEROVSKITE, FAMILIES, net_charge, parse_occupancy
-from matscreen.recognize import (
+from matscreen.ingest.recognize import (
     OTHER,
     Recognition,
     coordination_number,

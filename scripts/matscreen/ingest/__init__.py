@@ -16,7 +16,7 @@ asymmetric unit), ``bad_occupancy`` (site occupancy above 1 or not positive), ``
 ``not_charge_balanced``, ``unsafe_json`` (a pymatgen JSON that names a Python module to import,
 see :mod:`matscreen.structjson`), ``timeout`` and ``internal_error``.
 
-Family and site roles come from :func:`matscreen.recognize.recognize` (topology, confirmed by
+Family and site roles come from :func:`matscreen.ingest.recognize.recognize` (topology, confirmed by
 StructureMatcher against the family prototype). Duplicates are found with pymatgen's
 ``StructureMatcher`` (element comparator, so oxidation-state decorations do not matter), among
 structures of the same reduced formula, within the run and against ``existing``.
@@ -28,6 +28,8 @@ The package along its seams:
 * :mod:`~matscreen.ingest.settings`: :class:`IngestSettings` (the typed ``ingest:`` section);
 * :mod:`~matscreen.ingest.readers`: bytes, text, CIF blocks / POSCAR / JSON into structures;
 * :mod:`~matscreen.ingest.rows`: checks, ordered approximants, recognition, one file's rows;
+* :mod:`~matscreen.ingest.recognize`: family and site roles of one structure (topology, bond
+  valence, prototype match);
 * :mod:`~matscreen.ingest.cache`: the per-file cache;
 * :mod:`~matscreen.ingest.dedupe`: ``duplicate_of``;
 * :mod:`~matscreen.ingest.stage`: input discovery, :func:`ingest`, :func:`run` (the rule's).

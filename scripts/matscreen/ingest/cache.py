@@ -32,9 +32,9 @@ _CACHE_IGNORED_KEYS = ("inputs", "existing", "ignore", "dedupe", "cache")
 _UNCACHED_REASONS = ("not_found", "unreadable", "too_big", "unknown_format", "timeout", "internal_error")
 
 #: Modules outside this package whose code decides the rows of one file; their source and every
-#: module of this package go into the cache key, so an edit to the reader or the recogniser
-#: invalidates every cached entry.
-_CODE_MODULES = ("recognize", "families", "chemistry", "ids", "prototypes", "tables")
+#: module of this package (the readers, the recogniser) go into the cache key, so an edit to any
+#: of them invalidates every cached entry.
+_CODE_MODULES = ("families", "chemistry", "ids", "prototypes", "tables")
 
 
 @functools.lru_cache(maxsize=1)

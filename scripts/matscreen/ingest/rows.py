@@ -23,8 +23,8 @@ from matscreen.chemistry import shannon_radius
 from matscreen.families import OTHER, SITE_LABELS, get_family, parse_occupancy
 from matscreen.ids import structure_id
 from matscreen.ingest.readers import IngestTimeout, Reject, decode, detect_format, parse, read_bytes, time_limit
+from matscreen.ingest.recognize import Recognition, recognize
 from matscreen.ingest.settings import IngestSettings, resolve_settings
-from matscreen.recognize import Recognition, recognize
 
 log = logging.getLogger(__name__)
 
