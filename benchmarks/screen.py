@@ -8,7 +8,7 @@ the *default* ensemble (``train:`` defaults: 5 boosters x 300 rounds, size-scale
 
 Timed (a second child process, so its peak RSS is the screen's alone): for each shard read the
 candidates, featurize them (default settings, vectorised path), predict with every booster
-(``screen.predict``, blocks of 100,000 rows: ``matscreen.predict_fast``), write the predictions;
+(``screen.predict``, blocks of 100,000 rows: ``matscreen.train.predict_fast``), write the predictions;
 then rank all shards (``screen.rank``) and write ranked.parquet and top.csv. Prints wall time per
 step, peak RSS and the load average (other processes share the cores).
 

@@ -1,10 +1,10 @@
-# Snakemake adapter: rule prepare_external_labels -> matscreen.external.run
+# Snakemake adapter: rule prepare_external_labels -> matscreen.train.external.run
 from matscreen.config import config_hash
 from matscreen.logs import setup_logging
 
 setup_logging(snakemake.log[0])
-from matscreen import external  # noqa: E402
 from matscreen.label import settings_hash  # noqa: E402
+from matscreen.train import external  # noqa: E402
 
 external.run(
     list(snakemake.input),

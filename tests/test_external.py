@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from workflow_utils import DATA, baseline_run, copy_workdir, read_config, snakemake, write_config
 
-from matscreen import external, featurize, tables
+from matscreen import featurize, tables
+from matscreen.train import external
 
 CSV = DATA.parent / "external" / "formation_energies.csv"
 TARGET = "formation_energy_ev_per_atom"

@@ -389,7 +389,7 @@ def test_matminer_site_featurizers_equal_the_fast_path(fallback: str) -> None:
     from matminer.featurizers.base import MultipleFeaturizer
 
     from matscreen.featurize import site as featurize_site
-    from matscreen.featurizers import COLUMNS, PerovskiteToleranceFactors, SiteAwareFeatures, SiteRoleFeatures
+    from matscreen.featurize.featurizers import COLUMNS, PerovskiteToleranceFactors, SiteAwareFeatures, SiteRoleFeatures
 
     df = random_rows(60, seed=7)
     df.loc[3, "A_species"] = "Fe2+"  # no radius at CN 12: the fallback matters

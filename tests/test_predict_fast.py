@@ -1,4 +1,4 @@
-"""matscreen.predict_fast: the compiled forest predicts what LightGBM's Booster.predict does, bit for bit.
+"""matscreen.train.predict_fast: the compiled forest predicts what LightGBM's Booster.predict does, bit for bit.
 
 Speed is measured by benchmarks/screen.py, never here.
 """
@@ -12,7 +12,7 @@ import pytest
 
 from matscreen import enumerate as en
 from matscreen import featurize, screen, tables, train
-from matscreen.predict_fast import KZERO, Forest
+from matscreen.train.predict_fast import KZERO, Forest
 
 
 def _lightgbm(boosters: list[lgb.Booster], X: np.ndarray) -> np.ndarray:

@@ -69,8 +69,9 @@ def test_the_default_run_trains_on_every_usable_shipped_label(tmp_path) -> None:
     theory. Trained on it alone with the default train: section (a run adds its own labels on
     top), every target model of the default run fits every shipped compound that has a value of
     that target: the default run trains on at least the shipped count of labels."""
-    from matscreen import external, featurize, train
+    from matscreen import featurize, train
     from matscreen.config import load_config
+    from matscreen.train import external
 
     cfg = load_config()
     assert str(SHIPPED / "labels.parquet").endswith(cfg["train"]["external_labels"][0])

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from matscreen import external, featurize, screen, tables, train
+from matscreen import featurize, screen, tables, train
 from matscreen.config import ConfigError, validate
+from matscreen.train import external
 
 FAST = {"ensemble_size": 3, "num_boost_round": 60, "cv_folds": 3, "learning_curve": {"fractions": [0.5, 1.0]}}
 

@@ -29,6 +29,7 @@ The package along its seams:
 * :mod:`.compositions` -- a row's composition (``row_composition``) and the fast path's parsed blocks
 * :mod:`.fast` -- the vectorised composition features (checked equal to matminer by the tests)
 * :mod:`.site` -- the site-aware descriptors
+* :mod:`.featurizers` -- the same site descriptors as matminer ``BaseFeaturizer`` classes (for use outside matscreen)
 * :mod:`.frames` -- ``featurize_frame``: blocks, fast paths, matminer for the rest, errors per row
 * :mod:`.stage` -- ``run`` (the rule's)
 

@@ -31,7 +31,7 @@ radius at that CN, ``radius_fallback: nearest_cn`` takes the nearest tabulated C
 larger), ``none`` leaves NaN and reports it in ``featurize_error``.
 
 Everything is computed once per unique occupancy string and gathered per row, so it is exact
-and fast at any scale. :mod:`matscreen.featurizers` wraps the same features as matminer
+and fast at any scale. :mod:`matscreen.featurize.featurizers` wraps the same features as matminer
 ``BaseFeaturizer`` subclasses (one row at a time, for ``featurize_dataframe``); a test keeps the
 two equal.
 """

@@ -19,7 +19,9 @@ The package along its seams:
 * :mod:`.settings` -- ``TrainSettings`` (the typed ``train:`` section), ``target_list``, ``primary_target`` (light import)
 * :mod:`.checks` -- which targets exist; ``check_train``/``check_screen``, run by the Snakemake controller (light import)
 * :mod:`.model` -- ``Ensemble``, ``model.json``, LightGBM parameters, ``feature_columns``
+* :mod:`.predict_fast` -- the boosters compiled to arrays: ``Booster.predict``'s values, bit for bit, faster
 * :mod:`.cv` -- fitting, grouped folds, tuning, calibration, metrics, ``cross_validate``, ``learning_curve``
+* :mod:`.external` -- users' own label tables: sites inferred, checked, into the LABELS shape (rule ``prepare_external_labels``)
 * :mod:`.stage` -- ``training_frame``, ``train``, ``run`` (the rule's), ``pooled_metrics``
 
 The public API is re-exported here lazily (``from matscreen import train; train.train(...)``), so

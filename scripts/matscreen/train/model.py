@@ -13,13 +13,13 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from matscreen.predict_fast import Forest
+from matscreen.train.predict_fast import Forest
 from matscreen.train.settings import TrainSettings
 
 #: Prefix of features that only structures have (never used for a model that screens compositions).
 STRUCTURE_ONLY_PREFIX = "struct_"
 
-#: Rows from which :meth:`Ensemble.predict` compiles the boosters (:mod:`matscreen.predict_fast`, ~1 ms
+#: Rows from which :meth:`Ensemble.predict` compiles the boosters (:mod:`matscreen.train.predict_fast`, ~1 ms
 #: per tree, once per ensemble) instead of calling ``Booster.predict`` (~130 ns per tree and row).
 FAST_MIN_ROWS = 10_000
 
@@ -46,7 +46,7 @@ class Ensemble:
         """Prediction (the all-rows booster) and (calibrated) standard deviation over the ensemble.
 
         From :data:`FAST_MIN_ROWS` rows on, the boosters are evaluated by
-        :mod:`matscreen.predict_fast` (the same doubles as ``Booster.predict``, ~10x faster).
+        :mod:`matscreen.train.predict_fast` (the same doubles as ``Booster.predict``, ~10x faster).
         """
         missing = [f for f in self.features if f not in X.columns]
         if missing:
@@ -61,7 +61,7 @@ class Ensemble:
         return preds[0], std * self.std_scale
 
     def fast_forest(self) -> Forest | None:
-        """The boosters compiled for :mod:`matscreen.predict_fast` (once), or None where LightGBM predicts."""
+        """The boosters compiled for :mod:`matscreen.train.predict_fast` (once), or None where LightGBM predicts."""
         key = tuple(id(b) for b in self.boosters)
         if self._fast is None or self._fast[0] != key:
             self._fast = (key, Forest.from_boosters(self.boosters, len(self.features)))

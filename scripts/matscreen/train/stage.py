@@ -210,7 +210,7 @@ def run(
         t = tables.read_table(targets_path, tables.LABEL_TARGETS)
         families.update(zip(t["structure_id"], t["family"]))
     if external_labels_path:
-        from matscreen.external import as_labels
+        from matscreen.train.external import as_labels
 
         ext = same_level_duplicates_dropped(
             tables.read_table(external_labels_path, tables.EXTERNAL_LABELS), labels, families

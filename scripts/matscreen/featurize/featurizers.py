@@ -10,7 +10,7 @@ As in matminer, every constructor argument is stored under its own name (``get_p
 A row is described by its family and its site occupancies, the columns of the candidates and
 label-targets tables::
 
-    from matscreen.featurizers import SiteRoleFeatures, PerovskiteToleranceFactors
+    from matscreen.featurize.featurizers import SiteRoleFeatures, PerovskiteToleranceFactors
     df = SiteRoleFeatures().featurize_dataframe(candidates, list(SiteRoleFeatures.COLUMNS))
 
 A value that cannot be computed (a role the family lacks, an ion without a Shannon radius) is NaN,
