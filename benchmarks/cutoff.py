@@ -5,7 +5,7 @@ E(V) slopes at several ``label.ke_cutoff`` values, everything else at the defaul
         [--cutoffs 100,200,300] [--scales 1.0,0.92] [--jobs 2] [--results cutoff.jsonl]
 
 Each binary ``CATION:OXIDATION[:ANION[:TYPE]]`` (anion O, type the competing-phase library's
-best-ranked one by default) is built by ``matscreen.competing.build_binary`` and labeled by
+best-ranked one by default) is built by ``matscreen.label.competing.build_binary`` and labeled by
 ``label.compute_label``, its elements' references by ``label.compute_reference``: the pipeline's
 own code, without the label store. Every (structure, cutoff) is one task; ``--jobs`` tasks run at
 once in separate one-thread processes, so a many-core machine does a whole sweep in minutes.
@@ -56,7 +56,7 @@ def settings_for(cutoff: float) -> dict:
 
 
 def binary_structure(spec: str, scale: float = 1.0):
-    from matscreen.competing import build_binary, ranked_types
+    from matscreen.label.competing import build_binary, ranked_types
     from matscreen.label.eos import scaled
 
     cation, oxidation, anion, kind = parse_binary(spec)

@@ -78,7 +78,7 @@ def reaction(args, settings: dict) -> None:
     from pymatgen.core import Composition
 
     from matscreen import label
-    from matscreen.competing import build_binary
+    from matscreen.label.competing import build_binary
     from matscreen.label.pyscf import HARTREE_EV
 
     if args.system not in REACTIONS and not args.compound_only:

@@ -1,4 +1,4 @@
-"""Tests of the competing-phase structure library (matscreen.competing): which binaries a system
+"""Tests of the competing-phase structure library (matscreen.label.competing): which binaries a system
 gets, in which structure types, and how close the radius-estimated cells come to experiment."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import yaml
 from pymatgen.core import Composition, Element
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from matscreen import competing as cp
+from matscreen.label import competing as cp
 
 DATA = Path(__file__).parent / "data" / "structures"
 CATIO3 = DATA / "perovskite" / "CaTiO3_Pbnm_amcsd.cif"
@@ -208,7 +208,7 @@ def test_user_competing_phases(tmp_path: Path) -> None:
 
 def test_library_gaps(caplog: pytest.LogCaptureFixture) -> None:
     assert cp.library_gaps(["V", "O"], "O") == ["V2O5"]
-    with caplog.at_level(logging.WARNING, logger="matscreen.competing"):
+    with caplog.at_level(logging.WARNING, logger="matscreen.label.competing"):
         phases = cp.competing_phases(["V", "O"], "O")
     assert "V2O5" in caplog.text
     assert "V2O5" not in {p.formula for p in phases}

@@ -171,7 +171,8 @@ def test_featurize_refuses_a_structure_column_naming_a_module(tmp_path: Path, ev
 
 
 def test_targets_and_dedupe_refuse_a_structure_column_naming_a_module(evil: tuple[str, Path]) -> None:
-    from matscreen import ingest, targets
+    from matscreen import ingest
+    from matscreen.label import targets
 
     name, _ = evil
     df = pd.DataFrame([_structure_row(json.dumps(_evil_sto(name)))])

@@ -252,7 +252,7 @@ def test_existing_table_makes_a_refresh_add_only_what_is_new(tmp_path: Path, cap
 def test_elements_pyscf_cannot_compute_are_kept_and_left_to_label_selection(tmp_path: Path) -> None:
     """Ingest does not ask the label stage what it can compute: LaAlO3 is ingested like any other
     perovskite, and label target selection (which knows the label settings) leaves it out."""
-    from matscreen import targets
+    from matscreen.label import targets
 
     s = Structure.from_file(DATA / "perovskite/SrTiO3_Pm-3m_pymatgen.json")
     s.remove_oxidation_states()

@@ -141,7 +141,7 @@ def test_memory_estimate_at_dense_meshes_is_near_the_measured_peak(formula, prot
     """Grid memory grows with the k-points far less than in proportion (resources.kpoint_factor): the
     model linear in nk asked 2.7 GB for CaO at 5x5x5, 3.5x its peak. The estimate (safety 1) is at
     least the peak and under twice it."""
-    from matscreen.competing import build_binary
+    from matscreen.label.competing import build_binary
 
     structure = build_binary(prototype, cation, oxidation, anion)
     s = label.resolve_settings({"resources": {"safety": 1.0, "min_mem_mb": 100}})
@@ -154,7 +154,7 @@ def test_runtime_estimate_at_the_default_level_is_near_the_measured_time() -> No
     """The runtime model was fitted at 100 Ha and linear in the k-points: at 300 Ha and kdensity 2.0
     it asked 5-8 minutes (safety 1) for these 1-3 minute labels. Refitted to 272 labels at 300 Ha,
     its estimates for the four together are at least their measured time and under 3x it."""
-    from matscreen.competing import build_binary
+    from matscreen.label.competing import build_binary
 
     s = label.resolve_settings({"resources": {"safety": 1.0, "min_runtime": 1}})
     est = measured = 0.0
@@ -586,7 +586,7 @@ def test_skewed_cell_builds_its_multigrid_density(monkeypatch: pytest.MonkeyPatc
     exchange-correlation energy as evaluating every function on the whole mesh."""
     import pyscf.pbc.dft.multigrid.multigrid as multigrid
 
-    from matscreen.competing import build_binary
+    from matscreen.label.competing import build_binary
 
     anatase = build_binary("anatase", "Ti", 4, "O")
     settings = label.resolve_settings({})
@@ -608,7 +608,7 @@ def test_only_cells_multigrid_cannot_bound_are_rotated() -> None:
     rotation that leaves every reciprocal vector with a positive component sum."""
     for aligned in (Lattice.cubic(3.9), Lattice.tetragonal(4.6, 2.97), Lattice.orthorhombic(5.5, 5.6, 7.8)):
         assert (label_cell.multigrid_safe_rotation(aligned.matrix) == np.eye(3)).all()
-    from matscreen.competing import build_binary
+    from matscreen.label.competing import build_binary
 
     for lattice in (-Lattice.cubic(3.9).matrix, build_binary("anatase", "Ti", 4, "O").lattice.matrix):
         assert (np.linalg.inv(lattice.T).sum(axis=1) < 0).any()
@@ -703,7 +703,7 @@ def test_light_modules_import_neither_pyscf_nor_pymatgen() -> None:
 def test_checkpoint_marks_stored_targets_and_gather_reads_the_store(tmp_path: Path, replay_scf) -> None:
     """label_files fills the store; the checkpoint's plan then marks the target and its reference
     ``stored`` (no job), and gather builds the same LABELS/REFERENCES from the store alone."""
-    from matscreen import targets as targets_mod
+    from matscreen.label import targets as targets_mod
 
     src = tmp_path / "diamond.json"
     diamond_primitive().to(filename=str(src))
@@ -737,7 +737,7 @@ def test_seed_store_entries_are_hits_copied_into_the_store_and_never_written(tmp
     the checkpoint marks the target and its reference stored, gather reads them, a job copies
     them; the entries end up in the run's own store, the seed is never written, and nothing of
     another settings hash is taken from it."""
-    from matscreen import targets as targets_mod
+    from matscreen.label import targets as targets_mod
 
     src = tmp_path / "diamond.json"
     diamond_primitive().to(filename=str(src))
@@ -771,8 +771,8 @@ def test_seed_store_entries_are_hits_copied_into_the_store_and_never_written(tmp
 def test_checkpoint_leaves_out_structures_pysccf_cannot_compute() -> None:
     """Preflight is asked in target selection: an ingested LaAlO3 (no La in the default basis) is no target,
     whatever the structures table says (ingest no longer decides it)."""
-    from matscreen import targets as targets_mod
     from matscreen.ids import structure_id as sid_of
+    from matscreen.label import targets as targets_mod
 
     lao = Structure(Lattice.cubic(3.79), ["La", "Al", "O", "O", "O"],
                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])

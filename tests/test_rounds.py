@@ -14,7 +14,7 @@ from matscreen import enumerate as en
 from matscreen import rounds, tables
 from matscreen.label.settings import as_settings
 from matscreen.label.store import entry_path
-from matscreen.targets import competing_targets, plan_jobs, prototype_target
+from matscreen.label.targets import competing_targets, plan_jobs, prototype_target
 
 LABEL = as_settings({"store": "unused-store", "competing": {"max_polymorphs": 1, "oxidation_states": "common"}})
 MIN = rounds.Objective("formation_energy_ev_per_atom", maximize=False)

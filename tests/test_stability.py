@@ -487,8 +487,8 @@ def test_gather_writes_hull_columns_and_origin(tmp_path) -> None:
 
 
 def test_per_family_sample_is_seeded_stratified_and_capped() -> None:
-    from matscreen import targets
     from matscreen.enumerate import enumerate_candidates
+    from matscreen.label import targets
 
     cands, _ = enumerate_candidates(
         {
@@ -524,7 +524,7 @@ def test_srtio3_is_stable_against_sro_and_tio2(tmp_path) -> None:
     overbinds the ternary (-0.35 eV/atom at kdensity 1.2, used here, where 2x2x2 k-points cancel part
     of it; about -0.6 at the default 2.0: ``benchmarks/stability.py --reaction`` prints it, and
     config/README.md, *k-point sampling*, lists both)."""
-    from matscreen.competing import build_binary
+    from matscreen.label.competing import build_binary
 
     # kdensity 1.2 (SrTiO3 2x2x2): at 100 Ha and the default 2.0, rutile's 3x3x5 SCF oscillated at
     # 3e-4 Ha and failed all three attempts (session 18; at the default 300 Ha it converges)

@@ -76,7 +76,7 @@ def _cmd_enumerate(args: argparse.Namespace) -> None:
 
 
 def _cmd_select(args: argparse.Namespace) -> None:
-    from matscreen import targets
+    from matscreen.label import targets
 
     cfg = _config(args)
     targets.run(args.structures, _shards(list(args.candidates), candidates=True), args.output, cfg["label"], cfg["seed"],

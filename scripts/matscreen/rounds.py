@@ -149,8 +149,8 @@ def choose(
     ``labels`` its labels, ``predictions`` its model's candidate predictions."""
     from matscreen.families import get_family
     from matscreen.label import HULL_COLUMNS, missing_competitors, own_binaries_of_row
+    from matscreen.label.targets import competing_targets, computable, elements_of, job_cpu_hours, prototype_target
     from matscreen.screen import pred_column, std_column
-    from matscreen.targets import competing_targets, computable, elements_of, job_cpu_hours, prototype_target
 
     s = rounds_
     empty = tables.empty_frame(tables.LABEL_TARGETS)
@@ -299,7 +299,7 @@ def run_acquire(
     """The checkpoint ``acquire`` of round ``round_``: the cumulative plan and its references.
     ``stability`` is ``train.stability`` (its ``targets`` get the threshold as EI's incumbent)."""
     from matscreen import screen
-    from matscreen.targets import plan_jobs
+    from matscreen.label.targets import plan_jobs
 
     s, ls, ss = settings(rounds_section), as_settings(label_section), screen.settings(screen_section)
     preds = tables.read_tables(prediction_paths, tables.PREDICTIONS)

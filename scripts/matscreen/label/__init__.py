@@ -22,9 +22,11 @@ Modules, along the seams of the stage:
 * :mod:`.gathering` -- formation energies, plausibility window, hull columns, ``gather``, ``label_files``
   (not ``gather.py``: a submodule would shadow the re-exported function ``label.gather``)
 * :mod:`.resources` -- ``estimate_resources`` (in the checkpoint), ``scale_resources`` (light import)
-
-The checkpoint that chooses the targets, consults the store and estimates resources is
-:mod:`matscreen.targets`.
+* :mod:`.targets` -- the checkpoint ``select_label_targets``: chooses the targets (ingested
+  structures, a sample of the candidates, their competing phases), consults the store, estimates
+  resources
+* :mod:`.competing` -- the competing-phase library (``resources/competing_phases.yaml``): which
+  binaries a chemical system needs, built in their structure types
 
 **The path of one setting** (e.g. ``label.smearing.width``) from the config to PySCF, for a
 structure job; each step is one call, and only the first builds (validates) the settings:

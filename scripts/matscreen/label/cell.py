@@ -15,7 +15,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -177,7 +177,7 @@ def checked_cell(structure: Structure, settings: LabelSettings, kmesh: Sequence[
 # --- preflight: can PySCF describe these elements with the settings? ------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _has_basis(basis: str, element: str) -> bool:
     from pyscf.gto import basis as gto_basis
 
@@ -189,7 +189,7 @@ def _has_basis(basis: str, element: str) -> bool:
             return False
 
 
-@lru_cache(maxsize=None)
+@cache
 def _has_pseudo(pseudo: str, element: str) -> bool:
     from pyscf.pbc.gto import pseudo as gto_pseudo
 

@@ -224,7 +224,7 @@ def label_files(
     write LABELS (formation energies and hulls) to ``out_path`` and REFERENCES to
     :func:`references_path_for` (``<out stem>_references.parquet``)."""
     from matscreen.label.jobs import label_reference, label_structure
-    from matscreen.targets import competing_targets
+    from matscreen.label.targets import competing_targets
 
     s = as_settings(settings)
     items = read_structures(inputs)

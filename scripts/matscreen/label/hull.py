@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import pandas as pd
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
@@ -138,7 +138,7 @@ def own_binaries(cations: Iterable[object], anion: object) -> list[str]:
     (KNbO3 -> K2O + Nb2O5)."""
     from pymatgen.core import Species
 
-    from matscreen.competing import binary_formula
+    from matscreen.label.competing import binary_formula
 
     if not isinstance(anion, str) or not anion or " " in anion.strip():  # no anion, or a mixed one
         return []
@@ -241,11 +241,11 @@ def hull_table(
         need_formula = {Composition(str(f)).reduced_formula for f in chosen}
         ok_formula = {Composition(str(f)).reduced_formula for f in ok.loc[ok["origin"] == "competing", "formula"]}
 
-        @lru_cache(maxsize=None)
+        @cache
         def lacking(system: frozenset[str], own_formulas: tuple[str, ...]) -> str | None:
             return missing_competitors(system, need_formula, own_formulas)
 
-        @lru_cache(maxsize=None)
+        @cache
         def system_hull(system: frozenset[str]) -> tuple[PhaseDiagram | None, dict[str, PDEntry], str | None]:
             missing = []
             ref_entries = []

@@ -74,7 +74,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -171,7 +171,7 @@ def load_library(library: str | os.PathLike[str] | None = None) -> dict[str, Str
     return {t.name: t for t in _load(str(path))}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _space_group(symbol: str) -> SpaceGroup:
     return SpaceGroup(symbol)
 

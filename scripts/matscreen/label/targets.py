@@ -246,11 +246,11 @@ def competing_targets(
     """The competing binary phases of every target's chemical system, as LABEL_TARGETS rows.
 
     One set per (cation elements, anion) of the targets, from the shipped structure library
-    (:mod:`matscreen.competing`) plus the user's ``label.competing.files``; phases with elements
+    (:mod:`matscreen.label.competing`) plus the user's ``label.competing.files``; phases with elements
     the label settings cannot compute are left out (the hull then names them as missing).
     Phases whose structure id is in ``known`` (already planned) are left out too.
     """
-    from matscreen.competing import competing_phases
+    from matscreen.label.competing import competing_phases
 
     comp = label_settings.competing
     if not comp.enabled or targets.empty:
