@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from matscreen import cli, external, ingest, screen, tables, train
+from matscreen import cli, ingest, screen, tables, train
 from matscreen import enumerate as enumerate_stage
 from matscreen.config import DEFAULT_CONFIG, ConfigError, load_config, validate
+from matscreen.train import external
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "structures"
