@@ -50,7 +50,7 @@ import pandas as pd
 from matscreen import tables
 from matscreen.config import config_hash, load_config
 from matscreen.label import store
-from matscreen.label.gathering import gather
+from matscreen.label.gathering import gather, reference_elements
 from matscreen.label.hull import formula_elements
 from matscreen.label.jobs import label_reference
 from matscreen.label.settings import LabelSettings, as_settings
@@ -98,12 +98,10 @@ def plan(targets: pd.DataFrame, families: list[str], out: Path) -> None:
 
 def gather_stored(targets: pd.DataFrame, elements: list[str], cfg: dict, out: Path) -> None:
     settings = as_settings(cfg["label"])
-    ok_elements: set[str] = set()
-    for sid in targets.loc[targets["stored"], "structure_id"]:
-        row = pd.read_parquet(store.find_entry(settings, "structures", sid), columns=["formula", "status"])
-        if (row["status"] == "ok").all():
-            ok_elements |= set(formula_elements(row["formula"].iloc[0]))
-    for el in sorted(ok_elements):
+    stored = tables.read_tables(
+        store.read_entries(settings, "structures", list(targets.loc[targets["stored"], "structure_id"])), tables.LABELS
+    )
+    for el in reference_elements(stored[stored["status"] == "ok"]):
         if not store.has_entry(settings, "references", el):
             print(f"computing the reference of {el}", flush=True)
             label_reference(el, out / f"reference-{el}.parquet", settings, config_hash(cfg))
