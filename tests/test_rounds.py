@@ -295,6 +295,49 @@ def test_cells_larger_than_max_sites_are_passed_over(monkeypatch):
     assert one.loc[one["origin"] == "candidate", "family"].tolist() == ["perovskite"]
 
 
+def test_candidates_with_an_element_outside_rounds_elements_are_passed_over():
+    """The demo's round 1 chose NaNiF3 (open-shell Ni: a new reference and two spin-polarised NiF2
+    SCFs, tens of minutes on 2 cores); ``rounds.elements`` keeps a round to the elements whose
+    references and competing phases a seed store already holds."""
+    cand, _ = en.enumerate_candidates(
+        {
+            "families": ["perovskite"],
+            "cations": ["Na", "K", "Mg", "Ni", "Zn"],
+            "sites": {"perovskite": {"A": None, "B": None, "X": ["F"]}},
+        }
+    )
+    target = MIN.target
+    has_ni = cand["formula"].str.contains("Ni")
+    preds = pd.DataFrame(
+        {
+            "candidate_id": cand["candidate_id"],
+            "family": cand["family"],
+            "formula": cand["formula"],
+            f"pred__{target}": np.where(has_ni, -5.0, -1.0),  # the Ni compounds are predicted best by far
+            f"std__{target}": 0.1,
+        }
+    )
+    plan = rounds.extend(tables.empty_frame(tables.LABEL_TARGETS), tables.empty_frame(tables.LABEL_TARGETS))
+    labels = pd.DataFrame(
+        {"structure_id": pd.Series(dtype=str), "status": pd.Series(dtype=str), target: pd.Series(dtype=float)}
+    )
+    free = rounds.choose(preds, cand, plan, labels, MIN, _settings(labels_per_round=1), LABEL, 1)
+    assert "Ni" in free.loc[free["origin"] == "candidate", "formula"].iloc[0]
+    kept = rounds.choose(
+        preds, cand, plan, labels, MIN, _settings(labels_per_round=2, elements=["Na", "K", "Mg", "Zn", "F"]), LABEL, 1
+    )
+    chosen = kept[kept["origin"] == "candidate"]
+    assert len(chosen) == 2
+    assert not kept["formula"].str.contains("Ni").any()  # neither a compound nor a competing phase
+
+
+def test_an_unknown_element_in_rounds_elements_is_a_config_error():
+    from matscreen.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"rounds\.elements\[1\]': unknown element 'Xx'"):
+        load_config(overrides={"rounds": {"elements": ["Na", "Xx"]}})
+
+
 @pytest.mark.parametrize("oxidation_states", ["common", "icsd"])
 def test_candidates_that_could_never_get_a_hull_are_passed_over_when_the_objective_is_a_hull(oxidation_states):
     """The structure library has no type for Nb2O5: under common oxidation states it builds no Nb

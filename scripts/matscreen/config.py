@@ -200,7 +200,7 @@ def check_semantics(config: dict[str, Any]) -> None:
     Snakefile), so they are light: no LightGBM, matminer, scikit-learn, SciPy or PySCF is imported;
     pymatgen only for its element and oxidation-state tables (enumerate)."""
     from matscreen import enumerate as enumerate_stage
-    from matscreen import featurize
+    from matscreen import featurize, rounds
     from matscreen.label.checks import check_label_config
     from matscreen.train.checks import check_screen, check_train
 
@@ -211,6 +211,7 @@ def check_semantics(config: dict[str, Any]) -> None:
         featurize.check_config,
         check_train,
         check_screen,
+        rounds.check_config,
     ]
     for check in SEMANTIC_CHECKS:
         check(config)

@@ -15,7 +15,8 @@ walks them best first:
 
 Diversity: one candidate per reduced formula, at most ``rounds.max_per_system`` per chemical
 system (counting the compounds already labeled) and ``rounds.max_per_family`` per family in a
-round; cells of more than ``rounds.max_sites`` atoms are passed over, and so, when the target is a
+round; candidates with an element outside ``rounds.elements`` (when set) and cells of more than
+``rounds.max_sites`` atoms are passed over, and so, when the target is a
 hull column, are candidates whose label could never get a hull (an element that no competing
 phase of the structure library contains, or one of the compound's own binaries missing:
 :func:`matscreen.label.missing_competitors`). Budget: ``rounds.budget.labels`` compounds and
@@ -37,8 +38,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pymatgen.core import Composition
-from scipy.stats import norm
+from pymatgen.core import Composition, Element
 
 from matscreen import tables
 from matscreen.config import build_settings, settings_dict
@@ -65,11 +65,23 @@ class RoundsSettings:
     max_per_system: int | None
     max_per_family: int | None
     max_sites: int | None
+    elements: tuple[str, ...] | None
     budget: Budget
 
 
 def settings(section: Mapping[str, Any] | RoundsSettings | None) -> RoundsSettings:
     return build_settings(RoundsSettings, "rounds", section)
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """The ``rounds:`` checks a JSON schema cannot express: ``rounds.elements`` are element symbols."""
+    from matscreen.config import ConfigError  # here: matscreen.config imports this module
+
+    for i, el in enumerate((config.get("rounds") or {}).get("elements") or []):
+        try:
+            Element(el)
+        except ValueError:
+            raise ConfigError(f"config key 'rounds.elements[{i}]': unknown element {el!r}") from None
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,8 @@ def acquisition_values(
 ) -> np.ndarray:
     """Acquisition value of each candidate (larger = label it sooner)."""
     sign = 1.0 if objective.maximize else -1.0  # improvement = sign * (value - best)
+    from scipy.stats import norm  # here: the controller's config check imports this module, not SciPy
+
     mu, sigma = np.asarray(mu, float), np.nan_to_num(np.asarray(sigma, float))
     if how == "lcb" or not np.isfinite(best):  # no label of the target yet: EI has no incumbent
         return sign * mu + kappa * sigma
@@ -216,6 +230,8 @@ def choose(
         if s.max_per_system is not None and per_system.get(system, 0) >= s.max_per_system:
             continue
         if s.max_per_family is not None and per_family.get(rec["family"], 0) >= s.max_per_family:
+            continue
+        if s.elements is not None and not system <= set(s.elements):
             continue
         if not computable(sorted(system), label_settings):
             continue
