@@ -12,6 +12,12 @@ root with the project's Python:
     python resources/labels/batches.py gather --out batches/       # whatever is stored now
     matscreen export-labels --config config/reference-labels.yaml --targets batches/targets-now.parquet \\
         --labels batches/labels-now.parquet --references batches/references-now.parquet -o resources/labels
+    python -m pytest tests/test_reference_labels.py    # incl. the demo round's seed-store check
+
+A new export changes the model make run's active-learning round trains on, so the round may pick
+other candidates; ``test_the_demo_round_labels_only_what_the_seed_store_holds`` then names the
+labels the seed store lacks: label them into ``resources/labels/store`` (``make run`` once, then
+copy its new entries from ``results/label/store``) before shipping the export.
 
 On Linux with autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled`` 1, the default
 on this project's machines), ``nice`` ranks a process only within its session: a batch started in
