@@ -109,9 +109,9 @@ def acquisition_values(
     mu: np.ndarray, sigma: np.ndarray, best: float, objective: Objective, how: str, kappa: float
 ) -> np.ndarray:
     """Acquisition value of each candidate (larger = label it sooner)."""
-    sign = 1.0 if objective.maximize else -1.0  # improvement = sign * (value - best)
     from scipy.stats import norm  # here: the controller's config check imports this module, not SciPy
 
+    sign = 1.0 if objective.maximize else -1.0  # improvement = sign * (value - best)
     mu, sigma = np.asarray(mu, float), np.nan_to_num(np.asarray(sigma, float))
     if how == "lcb" or not np.isfinite(best):  # no label of the target yet: EI has no incumbent
         return sign * mu + kappa * sigma
