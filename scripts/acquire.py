@@ -18,4 +18,5 @@ rounds.run_acquire(
     snakemake.params.screen,
     config_hash(snakemake.config),
     snakemake.params.stability,
+    list(snakemake.input.external),
 )

@@ -6,4 +6,5 @@ setup_logging(snakemake.log[0])
 from matscreen import screen  # noqa: E402
 
 screen.run_rank(list(snakemake.input.predictions), snakemake.input.targets, snakemake.output.ranked,
-                snakemake.output.top, snakemake.output.next, snakemake.params.settings, config_hash(snakemake.config))
+                snakemake.output.top, snakemake.output.next, snakemake.params.settings, config_hash(snakemake.config),
+                list(snakemake.input.external))

@@ -377,3 +377,52 @@ def test_candidates_that_could_never_get_a_hull_are_passed_over_when_the_objecti
         chosen = new.loc[new["origin"] == "candidate", "formula"].tolist()
         assert len(chosen) == 1
         assert ("Nb" in chosen[0]) == (objective is MIN), chosen
+
+
+def test_compounds_the_external_labels_hold_are_not_chosen_and_count_for_their_system(pool):
+    """The default run trains on the shipped reference labels (train.external_labels). Before, a
+    round ignored them: with the 58 shipped perovskites it chose NaGeF3, BaLiF3, NaZnF3 and BaWO3,
+    all four already trained on, and 'checked' the model on its own training data (MAE 2e-5 eV)."""
+    cand, preds = pool
+    plan, labels = _round0(cand, 2)
+    free = rounds.choose(preds, cand, plan, labels, MIN, _settings(labels_per_round=2), LABEL, 1)
+    first = free[free["origin"] == "candidate"].iloc[0]
+    # an external table holding the first choice, for the screening target and for another one
+    external = pd.DataFrame(
+        {
+            "formula": [first["formula"], first["formula"]],
+            "target": [MIN.target, "gap_ev"],
+            "value": [-2.0, 1.0],
+        }
+    )
+    held = rounds.choose(preds, cand, plan, labels, MIN, _settings(labels_per_round=2), LABEL, 1, None, external)
+    chosen = held[held["origin"] == "candidate"]
+    reduced = {Composition(f).reduced_formula for f in chosen["formula"]}
+    assert Composition(first["formula"]).reduced_formula not in reduced
+    # its chemical system is taken (max_per_system 1), as a labeled compound's would be
+    system = frozenset(el.symbol for el in Composition(first["formula"]).elements)
+    assert all(frozenset(el.symbol for el in Composition(f).elements) != system for f in chosen["formula"])
+    assert len(chosen) == 2
+    # a label of another target does not make the compound known for this one
+    other = external[external["target"] == "gap_ev"]
+    same = rounds.choose(preds, cand, plan, labels, MIN, _settings(labels_per_round=2), LABEL, 1, None, other)
+    assert list(same["structure_id"]) == list(free["structure_id"])
+
+
+def test_a_candidate_the_seed_store_holds_as_failed_is_passed_over(pool, tmp_path):
+    """A failed label is cached like any other, so a seed-store failure costs nothing and was
+    chosen first: the demo's round took Ca2MgWO6, whose three SCF attempts failed in the reference
+    set, and learned nothing from it."""
+    from matscreen.label.store import write_rows
+
+    cand, preds = pool
+    plan, labels = _round0(cand, 2)
+    seeded = LABEL.replace(store=str(tmp_path / "store"), seed_stores=(str(tmp_path / "seed"),))
+    seed_as_store = seeded.replace(store=str(tmp_path / "seed"))
+    free = rounds.choose(preds, cand, plan, labels, MIN, _settings(labels_per_round=2), seeded, 1)
+    first = free[free["origin"] == "candidate"].iloc[0]
+    row = {"structure_id": first["structure_id"], "settings_hash": seeded.hash, "status": "failed", "error": "SCF"}
+    write_rows([row], entry_path(seed_as_store, "structures", first["structure_id"]), tables.LABELS, seed_as_store, "")
+    held = rounds.choose(preds, cand, plan, labels, MIN, _settings(labels_per_round=2), seeded, 1)
+    chosen = held[held["origin"] == "candidate"]
+    assert first["structure_id"] not in set(chosen["structure_id"]) and len(chosen) == 2

@@ -90,6 +90,23 @@ def test_rank_and_next_to_label():
     assert len(nxt) == 3 and ranked["candidate_id"][0] not in set(nxt["candidate_id"])
 
 
+def test_next_to_label_leaves_out_compounds_the_external_labels_give_the_target():
+    """The shipped reference labels are trained on (train.external_labels); before, the list of
+    candidates to label next could name them, though their answer is known."""
+    ranked = pd.DataFrame(
+        {
+            "candidate_id": ["c-0", "c-1", "c-2", "c-3"],
+            "formula": ["Sr1 Ti1 O3", "Ba2 Ti2 O6", "K1 Mg1 F3", "Na1 Mg1 F3"],
+            "rank": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    external = pd.DataFrame({"formula": ["BaTiO3", "Na1 Mg1 F3"], "target": ["y", "other"]})
+    trained = screen.trained_formulas(external, "y")
+    assert trained == {"BaTiO3"}
+    nxt = screen.next_to_label(ranked, {"c-0"}, {"next_to_label": 3}, trained)
+    assert list(nxt["candidate_id"]) == ["c-2", "c-3"]
+
+
 def test_missing_features_are_named():
     feats, labels = _data()
     ens, _, _ = train.train(feats, labels, SETTINGS, seed=1)

@@ -2,8 +2,9 @@
 
 Round 0 is the label stage's seeded choice (``label.select``). Round ``r`` >= 1 is the
 ``acquire`` checkpoint: it reads the candidate predictions of round ``r - 1``'s model, scores the
-candidates that pass ``screen.filters`` and have no label yet by the acquisition function, and
-walks them best first:
+candidates that pass ``screen.filters`` and have no label yet (neither a PySCF label of the run
+nor one of ``train.external_labels`` for the screening target: the model trains on those) by the
+acquisition function, and walks them best first:
 
 * ``ei`` (expected improvement, the default): with the prediction ``mu`` and calibrated
   uncertainty ``sigma`` of the screening target (``screen.rank_by``), and ``best`` the best PySCF
@@ -14,9 +15,10 @@ walks them best first:
 * ``lcb``: ``-(mu - kappa sigma)`` (the optimistic bound), as the screen's own score.
 
 Diversity: one candidate per reduced formula, at most ``rounds.max_per_system`` per chemical
-system (counting the compounds already labeled) and ``rounds.max_per_family`` per family in a
-round; candidates with an element outside ``rounds.elements`` (when set) and cells of more than
-``rounds.max_sites`` atoms are passed over, and so, when the target is a
+system (counting the compounds already labeled, external labels included) and ``rounds.max_per_family`` per family in a
+round; candidates with an element outside ``rounds.elements`` (when set), cells of more than
+``rounds.max_sites`` atoms and candidates whose label a seed store holds as failed (a cached
+failure is not recomputed, so choosing one buys nothing) are passed over, and so, when the target is a
 hull column, are candidates whose label could never get a hull (an element that no competing
 phase of the structure library contains, or one of the compound's own binaries missing:
 :func:`matscreen.label.missing_competitors`). Budget: ``rounds.budget.labels`` compounds and
@@ -157,14 +159,18 @@ def choose(
     label_settings: LabelSettings,
     round_: int,
     filters_pass: np.ndarray | None = None,
+    external: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Round ``round_``'s new targets (LABEL_TARGETS rows without the plan columns): the chosen
     compounds and the competing phases they add. ``previous`` is round ``round_ - 1``'s plan,
-    ``labels`` its labels, ``predictions`` its model's candidate predictions."""
+    ``labels`` its labels, ``predictions`` its model's candidate predictions, ``external`` the
+    prepared external labels (EXTERNAL_LABELS) the model trains on as well: a compound they hold
+    for the screening target counts as labeled (it is not chosen, and it counts for its system)."""
     from matscreen.families import get_family
     from matscreen.label import HULL_COLUMNS, missing_competitors, own_binaries_of_row
+    from matscreen.label.store import seed_store_status
     from matscreen.label.targets import competing_targets, computable, elements_of, job_cpu_hours, prototype_target
-    from matscreen.screen import pred_column, std_column
+    from matscreen.screen import pred_column, std_column, trained_formulas
 
     s = rounds_
     empty = tables.empty_frame(tables.LABEL_TARGETS)
@@ -196,6 +202,11 @@ def choose(
     per_system: dict[frozenset[str], int] = {}
     for f in compounds["formula"]:
         per_system[_system(f)] = per_system.get(_system(f), 0) + 1
+    # compounds the model already trains on from train.external_labels: choosing one would check
+    # the model on its own training data and spend a label job on a known answer
+    trained = trained_formulas(external, objective.target)
+    for f in sorted(trained - done_formulas):
+        per_system[_system(f)] = per_system.get(_system(f), 0) + 1
     target_col = objective.target
     ok = labels[(labels["status"] == "ok") & labels["structure_id"].isin(set(compounds["structure_id"]))]
     best = objective.incumbent(ok[target_col] if target_col in ok.columns else pd.Series(dtype=float))
@@ -215,7 +226,7 @@ def choose(
     planned_competing = list(previous.loc[previous["origin"] == "competing", "formula"])
     needs_hull = objective.target in HULL_COLUMNS
     per_family: dict[str, int] = {}
-    skipped_budget = built = 0
+    skipped_budget = built = skipped_trained = 0
     for cid in order["candidate_id"]:
         if len(rows) >= left_n:
             break
@@ -226,6 +237,9 @@ def choose(
         reduced = Composition(rec["formula"]).reduced_formula
         system = frozenset(elements_of(rec))
         if reduced in done_formulas:
+            continue
+        if reduced in trained:
+            skipped_trained += 1
             continue
         if s.max_per_system is not None and per_system.get(system, 0) >= s.max_per_system:
             continue
@@ -240,6 +254,10 @@ def choose(
         row = prototype_target(rec)
         built += 1
         if row["structure_id"] in known or (s.max_sites is not None and row["nsites"] > s.max_sites):
+            continue
+        failed_before = seed_store_status(label_settings, "structures", row["structure_id"])
+        if failed_before not in (None, "ok"):  # a cached failure: choosing it would buy no label
+            log.info("round %d: %s passed over: the seed store holds its label as %s", round_, reduced, failed_before)
             continue
         comp = competing_targets(pd.DataFrame([row]), label_settings, known=known)
         if needs_hull:  # a label that could never get the hull the objective ranks by is not worth its job
@@ -266,6 +284,14 @@ def choose(
         done_formulas.add(reduced)
         per_system[system] = per_system.get(system, 0) + 1
         per_family[rec["family"]] = per_family.get(rec["family"], 0) + 1
+    if skipped_trained:
+        log.info(
+            "round %d: %d better-scored candidates passed over: the model already trains on their %s "
+            "(train.external_labels)",
+            round_,
+            skipped_trained,
+            objective.target,
+        )
     if skipped_budget:
         log.info(
             "round %d: %d better-scored candidates passed over: their label jobs would exceed rounds.budget.cpu_hours",
@@ -311,9 +337,12 @@ def run_acquire(
     screen_section: Mapping[str, Any],
     config_hash: str = "",
     stability: Mapping[str, Any] | None = None,
+    external_paths: Sequence[str] = (),
 ) -> None:
     """The checkpoint ``acquire`` of round ``round_``: the cumulative plan and its references.
-    ``stability`` is ``train.stability`` (its ``targets`` get the threshold as EI's incumbent)."""
+    ``stability`` is ``train.stability`` (its ``targets`` get the threshold as EI's incumbent);
+    ``external_paths`` the prepared external labels (rule ``prepare_external_labels``), whose
+    compounds are not chosen again."""
     from matscreen import screen
     from matscreen.label.targets import plan_jobs
 
@@ -328,7 +357,8 @@ def run_acquire(
     labels = tables.read_table(labels_path, tables.LABELS)
     candidates = tables.read_tables(candidate_paths, tables.CANDIDATES)
     passes = screen.filter_mask(preds, ss) if len(preds) else None
-    new = choose(preds, candidates, previous, labels, objective, s, ls, round_, passes)
+    external = tables.read_tables(external_paths, tables.EXTERNAL_LABELS) if external_paths else None
+    new = choose(preds, candidates, previous, labels, objective, s, ls, round_, passes, external)
     targets, refs = plan_jobs(extend(previous, new), ls)
     prov = provenance(
         "acquire",

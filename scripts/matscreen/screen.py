@@ -8,14 +8,15 @@ predicted targets, e.g. a band gap between 1 and 3 eV) are ranked; the score is 
 (lower-confidence-bound) estimate of the ``screen.rank_by`` target, minimised:
 ``score = prediction - kappa * uncertainty`` (``maximize`` flips the sign), so that
 ``kappa = 0`` ranks by prediction alone. The next candidates to label are those with the best
-score among the not yet labeled, which trades exploitation against exploration through the
+score among the not yet labeled (neither a label target of the run nor a compound the external
+labels give the ranking target), which trades exploitation against exploration through the
 same ``kappa``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,11 +174,28 @@ def _rank_order(passes: np.ndarray, score_: np.ndarray, candidate_id: pd.Series)
     return np.lexsort((id_rank, score_, out))
 
 
+def trained_formulas(external: pd.DataFrame | None, target: str) -> set[str]:
+    """Reduced formulas that the prepared external labels (EXTERNAL_LABELS) give ``target`` for:
+    compounds the model already trains on, so neither the next-to-label list nor an
+    active-learning round proposes them (their check would test the model on its training data)."""
+    if external is None or not len(external):
+        return set()
+    from pymatgen.core import Composition
+
+    return {Composition(f).reduced_formula for f in external.loc[external["target"] == target, "formula"].unique()}
+
+
 def next_to_label(ranked: pd.DataFrame, labeled_candidates: set[str],
-                  settings_: Mapping[str, Any] | ScreenSettings) -> pd.DataFrame:
-    """The best-scored candidates that pass the filters and have no label yet, at most ``next_to_label``."""
+                  settings_: Mapping[str, Any] | ScreenSettings, trained: set[str] = frozenset()) -> pd.DataFrame:
+    """The best-scored candidates that pass the filters and have no label yet (no candidate id of
+    the run's label targets, no reduced formula of ``trained``), at most ``next_to_label``."""
     s = settings(settings_)
     fresh = ranked[~ranked["candidate_id"].isin(labeled_candidates) & ranked["rank"].notna()]
+    if trained and len(fresh):
+        from pymatgen.core import Composition
+
+        reduced = {f: Composition(f).reduced_formula for f in fresh["formula"].unique()}
+        fresh = fresh[~fresh["formula"].map(reduced).isin(trained)]
     return fresh.head(s.next_to_label).reset_index(drop=True)
 
 
@@ -195,18 +213,23 @@ def run_predict(model_path: str, candidates_path: str, features_path: str, out_p
 
 def run_rank(
     prediction_paths: list[str], targets_path: str, ranked_out: str, top_csv: str, next_out: str,
-    settings_: Mapping[str, Any] | ScreenSettings, config_hash: str = "",
+    settings_: Mapping[str, Any] | ScreenSettings, config_hash: str = "", external_paths: Sequence[str] = (),
 ) -> None:
+    """The rule ``rank``: gather the shards, rank, write the top list and the next candidates to
+    label (``external_paths``: the prepared external labels, whose compounds are not proposed)."""
     s = settings(settings_)
     preds = tables.read_tables(prediction_paths, tables.PREDICTIONS)
     ranked = rank(preds, s)
     targets = tables.read_table(targets_path, tables.LABEL_TARGETS)
     labeled = set(targets["candidate_id"].dropna())
+    external = tables.read_tables(external_paths, tables.EXTERNAL_LABELS) if external_paths else None
+    rank_by = s.rank_by or (str(preds["target"].iloc[0]) if len(preds) else "")
+    trained = trained_formulas(external, rank_by)
     prov = provenance("screen", settings_dict(s), config_hash)
     top = ranked[ranked["rank"].notna()].head(s.top_n)
     with outputs_together([ranked_out, next_out, top_csv]):
         tables.write_tables([(ranked, ranked_out, tables.PREDICTIONS),
-                             (next_to_label(ranked, labeled, s), next_out, tables.PREDICTIONS)], prov)
+                             (next_to_label(ranked, labeled, s, trained), next_out, tables.PREDICTIONS)], prov)
         with atomic_path(top_csv) as tmp:
             top.to_csv(tmp, index=False, float_format="%.6g")
     n_pass = int(ranked["rank"].notna().sum())

@@ -54,6 +54,11 @@ def external_label_inputs(wildcards):
     return {"external_labels": paths.EXTERNAL_LABELS, "external_features": paths.EXTERNAL_FEATURES}
 
 
+def external_labels_table(wildcards):
+    """The prepared external labels alone (rank and acquire do not propose their compounds)."""
+    return [paths.EXTERNAL_LABELS] if config["train"]["external_labels"] else []
+
+
 def _targets(path):
     """A targets table of the checkpoint, read once per version of the file."""
     st = os.stat(path)

@@ -11,6 +11,8 @@ checkpoint acquire:
         candidates=rules.enumerate.output.shards,
         previous=lambda w: paths.round_targets(int(w.round) - 1),
         labels=lambda w: paths.ROUND_LABELS.format(round=int(w.round) - 1),
+        # compounds the model trains on from train.external_labels are not chosen again
+        external=external_labels_table,
     output:
         targets=paths.ROUND_TARGETS,
         references=paths.ROUND_REFERENCE_TARGETS,

@@ -21,6 +21,7 @@ rule rank:
     input:
         predictions=expand(paths.PREDICTION_SHARD, shard=SHARDS),
         targets=paths.round_targets(FINAL),
+        external=external_labels_table,
     output:
         ranked=paths.RANKED,
         top=report(paths.TOP, caption="../report/top.rst", category="Screening"),

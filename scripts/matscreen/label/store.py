@@ -120,6 +120,16 @@ def in_seed_store(settings: LabelSettings, kind: str, key: str) -> bool:
     return any(is_hit(_entry_in(resolve_path(seed), settings, kind, key), KINDS[kind]) for seed in settings.seed_stores)
 
 
+def seed_store_status(settings: LabelSettings, kind: str, key: str) -> str | None:
+    """The ``status`` of the first seed store's entry of ``key`` under ``settings``' hash ('ok',
+    'failed', ...), or None when no seed store holds it (the run's own store is not asked)."""
+    for seed in settings.seed_stores:
+        entry = _entry_in(resolve_path(seed), settings, kind, key)
+        if is_hit(entry, KINDS[kind]):
+            return str(tables.read_table(entry, KINDS[kind])["status"].iloc[0])
+    return None
+
+
 def has_entry(settings: LabelSettings, kind: str, key: str) -> bool:
     """Whether ``key`` of ``kind`` is stored (readable) under ``settings``' hash, in the store or
     in a seed store (then it is copied into the store)."""
