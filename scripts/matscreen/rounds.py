@@ -348,8 +348,7 @@ def run_acquire(
 
     s, ls, ss = settings(rounds_section), as_settings(label_section), screen.settings(screen_section)
     preds = tables.read_tables(prediction_paths, tables.PREDICTIONS)
-    # the screening target: screen.rank_by, else the model's first (the predictions' 'target')
-    rank_by = ss.rank_by or (str(preds["target"].iloc[0]) if len(preds) else "")
+    rank_by = screen.rank_target(preds, ss)
     stab = dict(stability or {})
     threshold = stab.get("threshold_ev_per_atom") if rank_by in (stab.get("targets") or ()) else None
     objective = Objective(rank_by, ss.maximize, None if threshold is None else float(threshold))

@@ -174,6 +174,12 @@ def _rank_order(passes: np.ndarray, score_: np.ndarray, candidate_id: pd.Series)
     return np.lexsort((id_rank, score_, out))
 
 
+def rank_target(predictions: pd.DataFrame, settings_: Mapping[str, Any] | ScreenSettings) -> str:
+    """The target ranked by: ``screen.rank_by``, else the model's first (the predictions' ``target``)."""
+    s = settings(settings_)
+    return s.rank_by or (str(predictions["target"].iloc[0]) if len(predictions) else "")
+
+
 def trained_formulas(external: pd.DataFrame | None, target: str) -> set[str]:
     """Reduced formulas that the prepared external labels (EXTERNAL_LABELS) give ``target`` for:
     compounds the model already trains on, so neither the next-to-label list nor an
@@ -223,8 +229,7 @@ def run_rank(
     targets = tables.read_table(targets_path, tables.LABEL_TARGETS)
     labeled = set(targets["candidate_id"].dropna())
     external = tables.read_tables(external_paths, tables.EXTERNAL_LABELS) if external_paths else None
-    rank_by = s.rank_by or (str(preds["target"].iloc[0]) if len(preds) else "")
-    trained = trained_formulas(external, rank_by)
+    trained = trained_formulas(external, rank_target(preds, s))
     prov = provenance("screen", settings_dict(s), config_hash)
     top = ranked[ranked["rank"].notna()].head(s.top_n)
     with outputs_together([ranked_out, next_out, top_csv]):
