@@ -31,8 +31,11 @@ while the suite's PySCF jobs ran.
 
 ``plan`` writes ``batch-<family>.parquet``: the family's targets not yet in the store, one
 chemical system after another (the cheapest first by the resource estimate; in each, its missing
-competing phases, then the compound). Compounds with Nb, Ta or Rb come last: the competing-phase
-library has no Nb2O5, Ta2O5 or Rb2O structure type, so they get no hull. A competing phase already
+competing phases, then the compound). Compounds that can get no hull come last
+(:func:`matscreen.label.hull.missing_competitors`: the Nb, Ta and Rb oxides, as the
+competing-phase library has no Nb2O5, Ta2O5 or Rb2O structure type; Rb halides have RbF and RbCl). Before them, but after
+the rest, come those with Mo or W (``HARD_SCF``): their SCFs are the slow and failing ones, and
+what they would hold up is the cheap halides' count. A competing phase already
 planned for an earlier family on the command line is left out of the later ones' batches, so two
 batches can run side by side on two cores without computing it twice (``matscreen label`` still
 labels every compound's competing phases at the end of its batch: by then those are hits).
@@ -57,12 +60,14 @@ from matscreen import tables
 from matscreen.config import config_hash, load_config
 from matscreen.label import store
 from matscreen.label.gathering import gather, reference_elements
-from matscreen.label.hull import formula_elements
+from matscreen.label.hull import formula_elements, missing_competitors, own_binaries_of_row
 from matscreen.label.jobs import label_reference
 from matscreen.label.settings import LabelSettings, as_settings
 
 CONFIG = "config/reference-labels.yaml"
-NO_HULL = ("Nb", "Ta", "Rb")  # no Nb2O5 / Ta2O5 (A2X5) type, no CN-IV radius of Rb for Rb2O
+# Slow, failure-prone SCFs, whatever their estimate: Ca2MgWO6 failed all three attempts in 71 min,
+# Na2MoWO6 was at |g| 3.5 after 35 min of its first; the Mo2O3 competing phase took 50 min
+HARD_SCF = ("Mo", "W")
 
 
 def _with_stored(targets: pd.DataFrame, settings: LabelSettings) -> pd.DataFrame:
@@ -80,13 +85,15 @@ def plan(targets: pd.DataFrame, families: list[str], out: Path) -> None:
         if compounds.empty and not (targets["family"] == family).any():
             raise SystemExit(f"batches.py: family {family!r}: no targets of that family")
         systems = []
-        for row in compounds.itertuples():
-            elements = formula_elements(row.formula)
-            need = competing[competing["elements"].map(elements.issuperset) & ~competing["stored"]]
-            cost = need["runtime_min"].sum() + row.runtime_min
-            systems.append((bool(elements & set(NO_HULL)), cost, row.structure_id, need))
+        for row in compounds.to_dict("records"):
+            elements = formula_elements(row["formula"])
+            mine = competing[competing["elements"].map(elements.issuperset)]
+            no_hull = missing_competitors(frozenset(elements), mine["formula"], own_binaries_of_row(row)) is not None
+            need = mine[~mine["stored"]]
+            cost = need["runtime_min"].sum() + row["runtime_min"]
+            systems.append((no_hull, bool(elements & set(HARD_SCF)), cost, row["structure_id"], need))
         ids: list[str] = []
-        for *_, sid, need in sorted(systems, key=lambda s: s[:2]):
+        for *_, sid, need in sorted(systems, key=lambda s: s[:3]):
             for cid in need.sort_values("runtime_min")["structure_id"]:
                 if cid not in planned:
                     planned.add(cid)
