@@ -167,7 +167,9 @@ def test_the_demo_round_labels_only_what_the_seed_store_holds(tmp_path) -> None:
     (compounds, their competing phases and the references of round 0 and 1) must already be in the
     shipped seed store, or make run computes PySCF labels for minutes to tens of minutes (after one
     export, round 1 chose NaNiF3: a Ni reference and two spin-polarised NiF2). When this fails,
-    label what it names into resources/labels/store (or narrow rounds.elements) and ship it."""
+    label what it names into resources/labels/store (or narrow rounds.elements) and ship it.
+    The round must also choose compounds the shipped labels do not hold: before, it chose shipped
+    perovskites (seed-store hits, so this check alone passed) and 'checked' the model on them."""
     import shutil
 
     from workflow_utils import snakemake
@@ -196,3 +198,15 @@ def test_the_demo_round_labels_only_what_the_seed_store_holds(tmp_path) -> None:
     ]
     missing += [f"reference {e}" for e in refs["element"] if not entry_path(seed, "references", e).exists()]
     assert not missing, f"make run would compute {len(missing)} labels the seed store lacks: {', '.join(missing)}"
+    # and none of its compounds is one the model already trains on (the shipped labels are
+    # train.external_labels): the round's check of the model must be on data it has not seen
+    from pymatgen.core import Composition
+
+    from matscreen.train.settings import primary_target
+
+    shipped = tables.read_table(SHIPPED / "labels.parquet", tables.REFERENCE_LABELS)
+    target = primary_target(cfg)
+    known = {Composition(f).reduced_formula for f in shipped.loc[shipped[target].notna(), "formula"]}
+    chosen = plan[(plan["round"] == last) & (plan["origin"] != "competing")]
+    again = sorted({Composition(f).reduced_formula for f in chosen["formula"]} & known)
+    assert not again, f"the demo round chose compounds the shipped labels already give {target}: {again}"
