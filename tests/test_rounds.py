@@ -426,3 +426,27 @@ def test_a_candidate_the_seed_store_holds_as_failed_is_passed_over(pool, tmp_pat
     held = rounds.choose(preds, cand, plan, labels, MIN, _settings(labels_per_round=2), seeded, 1)
     chosen = held[held["origin"] == "candidate"]
     assert first["structure_id"] not in set(chosen["structure_id"]) and len(chosen) == 2
+
+
+def test_expected_improvement_improves_on_the_best_label_the_model_trains_on(pool):
+    """EI's incumbent is the best label of the target the model trains on: before, external
+    labels were trained on but left out of it, so a round sought improvement over a worse value
+    than one already known (and a target only external tables had got no incumbent at all)."""
+    cand, preds = pool
+    plan, labels = _round0(cand, 2)
+    s = _settings(labels_per_round=1)
+    external = pd.DataFrame({"formula": ["Ba1 Ti1 O3"], "target": [MIN.target], "value": [-4.0]})
+    col, std = "pred__formation_energy_ev_per_atom", "std__formation_energy_ev_per_atom"
+    fresh = preds[~preds["candidate_id"].isin(plan["candidate_id"].dropna())]
+    fresh = fresh[fresh["formula"].map(lambda f: Composition(f).reduced_formula) != "BaTiO3"]
+
+    def first_by_ei(best: float) -> str:
+        ei = rounds.acquisition_values(fresh[col].to_numpy(), fresh[std].to_numpy(), best, MIN, "ei", 1.0)
+        return fresh["candidate_id"].iloc[int(np.argmax(ei))]
+
+    own_best = labels["formation_energy_ev_per_atom"].min()
+    assert first_by_ei(own_best) != first_by_ei(-4.0)  # the incumbent decides the choice here
+    chosen = rounds.choose(preds, cand, plan, labels, MIN, s, LABEL, 1, None, external)
+    assert chosen.loc[chosen["origin"] == "candidate", "candidate_id"].iloc[0] == first_by_ei(-4.0)
+    without = rounds.choose(preds, cand, plan, labels, MIN, s, LABEL, 1)
+    assert without.loc[without["origin"] == "candidate", "candidate_id"].iloc[0] == first_by_ei(own_best)

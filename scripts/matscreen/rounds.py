@@ -7,9 +7,10 @@ nor one of ``train.external_labels`` for the screening target: the model trains 
 acquisition function, and walks them best first:
 
 * ``ei`` (expected improvement, the default): with the prediction ``mu`` and calibrated
-  uncertainty ``sigma`` of the screening target (``screen.rank_by``), and ``best`` the best PySCF
-  label of that target so far (the smallest; the largest with ``screen.maximize``; for a stability
-  target of ``train.stability.targets`` such as E_hull, the stability threshold instead),
+  uncertainty ``sigma`` of the screening target (``screen.rank_by``), and ``best`` the best label
+  of that target the model trains on (the run's PySCF labels and the external ones; the smallest,
+  the largest with ``screen.maximize``; for a stability target of ``train.stability.targets``
+  such as E_hull, the stability threshold instead),
   ``EI = (best - mu) Phi(z) + sigma phi(z)``, ``z = (best - mu) / sigma`` (signs flipped for
   maximisation); candidates with ``sigma = 0`` get ``max(best - mu, 0)``.
 * ``lcb``: ``-(mu - kappa sigma)`` (the optimistic bound), as the screen's own score.
@@ -209,7 +210,10 @@ def choose(
         per_system[_system(f)] = per_system.get(_system(f), 0) + 1
     target_col = objective.target
     ok = labels[(labels["status"] == "ok") & labels["structure_id"].isin(set(compounds["structure_id"]))]
-    best = objective.incumbent(ok[target_col] if target_col in ok.columns else pd.Series(dtype=float))
+    so_far = ok[target_col] if target_col in ok.columns else pd.Series(dtype=float)
+    if external is not None and len(external):  # the model's training labels: the run's and the external ones
+        so_far = pd.concat([so_far, external.loc[external["target"] == target_col, "value"]], ignore_index=True)
+    best = objective.incumbent(so_far)
 
     pool = predictions
     if filters_pass is not None:
