@@ -84,17 +84,21 @@ def write_rows(
     tables.write_table(df, path, table, provenance("label", physical_settings(settings), config_hash))
 
 
-def is_hit(entry: Path, table: tables.Table) -> bool:
-    """True when the store holds a readable, contract-conforming entry (never a half file:
-    entries are only ever created by rename)."""
+def _read_hit(entry: Path, table: tables.Table) -> pd.DataFrame | None:
+    """The entry's rows when it is a readable, contract-conforming entry (never a half file:
+    entries are only ever created by rename), else None."""
     if not entry.is_file():
-        return False
+        return None
     try:
-        tables.read_table(entry, table)
+        return tables.read_table(entry, table)
     except tables.ContractError as exc:
         log.warning("label store entry %s is unreadable (%s): recomputing it", entry, exc)
-        return False
-    return True
+        return None
+
+
+def is_hit(entry: Path, table: tables.Table) -> bool:
+    """True when the store holds a readable, contract-conforming entry."""
+    return _read_hit(entry, table) is not None
 
 
 def find_entry(settings: LabelSettings, kind: str, key: str) -> Path | None:
@@ -117,16 +121,16 @@ def find_entry(settings: LabelSettings, kind: str, key: str) -> Path | None:
 def in_seed_store(settings: LabelSettings, kind: str, key: str) -> bool:
     """Whether a seed store (``settings.seed_stores``, read-only, versioned with the config) holds
     ``key`` under ``settings``' hash; the run's own store is not asked and nothing is copied."""
-    return any(is_hit(_entry_in(resolve_path(seed), settings, kind, key), KINDS[kind]) for seed in settings.seed_stores)
+    return seed_store_status(settings, kind, key) is not None
 
 
 def seed_store_status(settings: LabelSettings, kind: str, key: str) -> str | None:
     """The ``status`` of the first seed store's entry of ``key`` under ``settings``' hash ('ok',
     'failed', ...), or None when no seed store holds it (the run's own store is not asked)."""
     for seed in settings.seed_stores:
-        entry = _entry_in(resolve_path(seed), settings, kind, key)
-        if is_hit(entry, KINDS[kind]):
-            return str(tables.read_table(entry, KINDS[kind])["status"].iloc[0])
+        rows = _read_hit(_entry_in(resolve_path(seed), settings, kind, key), KINDS[kind])
+        if rows is not None:
+            return str(rows["status"].iloc[0])
     return None
 
 
