@@ -573,12 +573,18 @@ def test_export_reference_set_keeps_every_row_and_refuses_mixed_levels(tmp_path)
     assert "1 compounds, 1 with an energy above the hull (1 on it)" in text and "4 competing phases" in text
     # a failed row stays, with its reason
     labels = tables.read_table(tmp_path / "labels.parquet", tables.LABELS)
-    labels.loc[labels["structure_id"] == "s-ana", ["status", "error"]] = ["failed", "SCF failed in all 3 attempts"]
+    reason = (
+        "SCF failed in all 3 attempts: attempt 1: not converged after 50 cycles (E = -300.76490283); attempt 2: "
+        "not converged after 50 cycles (E = -300.76271585); attempt 3: stalled: |g| stayed above 1.03e-02"
+    )
+    labels.loc[labels["structure_id"] == "s-ana", ["status", "error"]] = ["failed", reason]
     targets = tables.read_table(tmp_path / "targets.parquet", tables.LABEL_TARGETS)
     df = reference_set.joined(targets, labels)
     assert (df.set_index("structure_id").loc["s-ana", "status"]) == "failed"
     stats = reference_set.statistics(df, tables.read_table(tmp_path / "refs.parquet", tables.REFERENCES))
     assert stats["failed"]["formula"].tolist() == ["Ti1 O2"]
+    # the README gives the whole reason, as one table cell
+    assert f"| Ti1 O2 | competing | failed | {reason.replace('|', chr(92) + '|')} |" in reference_set.readme(stats, "lda")
     mixed = pd.concat([labels, labels.assign(settings_hash="other")], ignore_index=True)
     with pytest.raises(tables.ContractError, match="one level of theory"):
         reference_set.joined(targets, mixed)

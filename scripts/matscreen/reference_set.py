@@ -224,8 +224,14 @@ def readme(stats: dict[str, Any], level_of_theory: str) -> str:
         lines.append("_(none)_")
     else:
         lines += ["| formula | origin | status | reason |", "|---|---|---|---|"]
-        lines += [f"| {r.formula} | {r.origin} | {r.status} | {str(r.error)[:160]} |" for r in failed.itertuples()]
+        # the whole reason (every SCF attempt's outcome): what a reader needs to judge a failure
+        lines += [f"| {r.formula} | {r.origin} | {r.status} | {_cell(r.error)} |" for r in failed.itertuples()]
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: object) -> str:
+    """``text`` as one Markdown table cell: one line, its pipes escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def _cost_lines(cost: pd.DataFrame | None) -> list[str]:
