@@ -184,3 +184,17 @@ def test_a_changed_oof_row_changes_the_run_report(rebuilt, tmp_path):
         assert not again["drawn"][key].equals(built["drawn"][key]), key
     for key in ("funnel", "predictions", "importance"):  # not drawn from the OOF table
         assert (built["out"] / name[key]).read_bytes() == (tmp_path / "out" / name[key]).read_bytes(), key
+
+
+def test_summary_tables_keep_a_pipe_in_a_cell_inside_its_cell():
+    """A stalled SCF's error reads "stalled: |g| stayed above ...": unescaped, its pipes split the
+    summary.md row into extra columns and shift every later cell."""
+    from matscreen.report.summary import _md_table
+
+    error = "SCF failed: attempt 3: stalled: |g| stayed above 1.03e-02\nfor 15 cycles"
+    text = _md_table(pd.DataFrame({"formula": ["Ca2 Mg1 W1 O6"], "status": ["failed"], "error": [error]}))
+    row = text.splitlines()[2]
+    assert (
+        row
+        == "| Ca2 Mg1 W1 O6 | failed | SCF failed: attempt 3: stalled: \\|g\\| stayed above 1.03e-02 for 15 cycles |"
+    )

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from matscreen.atomic import write_text
+from matscreen.markdown import cell
 from matscreen.provenance import stable_hash
 
 log = logging.getLogger(__name__)
@@ -374,7 +375,7 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
         cells = []
         for c in cols:
             v = r.get(c)
-            cells.append("" if v is None else format(v, ".4g") if isinstance(v, float) else str(v))
+            cells.append("" if v is None else format(v, ".4g") if isinstance(v, float) else cell(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -25,6 +25,7 @@ import pandas as pd
 from matscreen import tables
 from matscreen.atomic import atomic_path
 from matscreen.label.hull import formula_elements
+from matscreen.markdown import cell
 from matscreen.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -225,13 +226,8 @@ def readme(stats: dict[str, Any], level_of_theory: str) -> str:
     else:
         lines += ["| formula | origin | status | reason |", "|---|---|---|---|"]
         # the whole reason (every SCF attempt's outcome): what a reader needs to judge a failure
-        lines += [f"| {r.formula} | {r.origin} | {r.status} | {_cell(r.error)} |" for r in failed.itertuples()]
+        lines += [f"| {r.formula} | {r.origin} | {r.status} | {cell(r.error)} |" for r in failed.itertuples()]
     return "\n".join(lines) + "\n"
-
-
-def _cell(text: object) -> str:
-    """``text`` as one Markdown table cell: one line, its pipes escaped."""
-    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def _cost_lines(cost: pd.DataFrame | None) -> list[str]:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from matscreen import paths
+from matscreen.markdown import cell
 
 
 def _md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
@@ -30,7 +31,7 @@ def _md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
             if isinstance(v, float):
                 cells.append("" if np.isnan(v) else format(v, floatfmt))
             else:
-                cells.append("" if v is None or v is pd.NA else str(v))
+                cells.append("" if v is None or v is pd.NA else cell(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
