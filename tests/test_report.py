@@ -198,3 +198,18 @@ def test_summary_tables_keep_a_pipe_in_a_cell_inside_its_cell():
         row
         == "| Ca2 Mg1 W1 O6 | failed | SCF failed: attempt 3: stalled: \\|g\\| stayed above 1.03e-02 for 15 cycles |"
     )
+
+
+def test_the_run_history_shows_a_missing_metric_as_an_empty_cell_not_nan():
+    """summary.md, the reference set's README and the run history write their tables through one
+    writer (matscreen.markdown.table); the history's own loop printed a NaN metric as 'nan'."""
+    from matscreen import history
+
+    rows = [{"metric": "cv_mae", "before": float("nan"), "after": 0.0381, "change": None}]
+    text = history._table(rows, ["metric", "before", "after", "change"])
+    assert text.splitlines() == [
+        "| metric | before | after | change |",
+        "|---|---|---|---|",
+        "| cv_mae |  | 0.0381 |  |",
+    ]
+    assert history._table([], ["metric"]) == "_(none)_\n"

@@ -29,8 +29,8 @@ from typing import Any
 
 import pandas as pd
 
+from matscreen import markdown
 from matscreen.atomic import write_text
-from matscreen.markdown import cell
 from matscreen.provenance import stable_hash
 
 log = logging.getLogger(__name__)
@@ -368,16 +368,7 @@ def diff(previous: Mapping[str, Any], current: Mapping[str, Any]) -> Changes:
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
-    if not rows:
-        return "_(none)_\n"
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            cells.append("" if v is None else format(v, ".4g") if isinstance(v, float) else cell(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown.table(cols, ([r.get(c) for c in cols] for r in rows))
 
 
 def _failures_markdown(failures: list[dict[str, Any]]) -> list[str]:

@@ -22,10 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from matscreen import tables
+from matscreen import markdown, tables
 from matscreen.atomic import atomic_path
 from matscreen.label.hull import formula_elements
-from matscreen.markdown import cell
 from matscreen.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -212,22 +211,15 @@ def readme(stats: dict[str, Any], level_of_theory: str) -> str:
         "",
         "Compounds per family and status:",
         "",
-        "| family | " + " | ".join(comp.columns) + " |",
-        "|---|" + "---|" * len(comp.columns),
-        *(f"| {fam} | " + " | ".join(str(int(v)) for v in row) + " |" for fam, row in comp.iterrows()),
-        "",
+        markdown.table(["family", *comp.columns], ([fam, *(int(v) for v in row)] for fam, row in comp.iterrows())),
         *_cost_lines(stats.get("costs")),
         "Rows that are not ok (they stay in the tables with their status and reason):",
         "",
     ]
-    failed = stats["failed"]
-    if failed.empty:
-        lines.append("_(none)_")
-    else:
-        lines += ["| formula | origin | status | reason |", "|---|---|---|---|"]
-        # the whole reason (every SCF attempt's outcome): what a reader needs to judge a failure
-        lines += [f"| {r.formula} | {r.origin} | {r.status} | {cell(r.error)} |" for r in failed.itertuples()]
-    return "\n".join(lines) + "\n"
+    # the whole reason (every SCF attempt's outcome): what a reader needs to judge a failure
+    failed = stats["failed"][["formula", "origin", "status", "error"]]
+    lines.append(markdown.table(["formula", "origin", "status", "reason"], failed.itertuples(index=False)))
+    return "\n".join(lines)
 
 
 def _cost_lines(cost: pd.DataFrame | None) -> list[str]:
@@ -240,18 +232,29 @@ def _cost_lines(cost: pd.DataFrame | None) -> list[str]:
         "for every family whose compounds' chemical systems contain it; the ratio is the competing phases'",
         "time over the compounds'):",
         "",
-        "| family | compounds | CPU h | CPU min per compound | competing phases labeled"
-        + (" / chosen" if chosen else "")
-        + " | their CPU h | ratio |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for fam, r in cost.iterrows():
-        labeled = f"{int(r.competing_labeled)}" + (f" / {int(r.competing_chosen)}" if chosen else "")
-        lines.append(
-            f"| {fam} | {int(r.compounds)} | {r.compound_cpu_h:.2f} | {r.cpu_min_per_compound:.1f} | {labeled} "
-            f"| {r.competing_cpu_h:.2f} | {r.competing_per_compound_cost:.2f} |"
-        )
-    return [*lines, ""]
+    columns = [
+        "family",
+        "compounds",
+        "CPU h",
+        "CPU min per compound",
+        "competing phases labeled" + (" / chosen" if chosen else ""),
+        "their CPU h",
+        "ratio",
+    ]
+    rows = [
+        [
+            fam,
+            int(r.compounds),
+            f"{r.compound_cpu_h:.2f}",
+            f"{r.cpu_min_per_compound:.1f}",
+            f"{int(r.competing_labeled)}" + (f" / {int(r.competing_chosen)}" if chosen else ""),
+            f"{r.competing_cpu_h:.2f}",
+            f"{r.competing_per_compound_cost:.2f}",
+        ]
+        for fam, r in cost.iterrows()
+    ]
+    return [*lines, markdown.table(columns, rows)]
 
 
 def _counts(d: dict[str, int]) -> str:

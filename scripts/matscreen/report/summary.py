@@ -13,27 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from matscreen import paths
-from matscreen.markdown import cell
+from matscreen import markdown, paths
 
 
 def _md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    if df.empty:
-        return "_(none)_\n"
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for rec in df.itertuples(index=False):
-        cells = []
-        for v in rec:
-            if isinstance(v, float):
-                cells.append("" if np.isnan(v) else format(v, floatfmt))
-            else:
-                cells.append("" if v is None or v is pd.NA else cell(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown.table(list(df.columns), df.itertuples(index=False), floatfmt)
 
 
 def compared_with(formula: str, labels: pd.DataFrame) -> str:
