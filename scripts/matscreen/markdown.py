@@ -1,4 +1,4 @@
-"""Markdown tables (``summary.md``, the run history, the reference set's README)."""
+"""Markdown tables (``summary.md``, the run history, the reference set's README, the table contracts in README.md)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def cell(text: object) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def value(v: object, floatfmt: str = ".4g") -> str:
+def _value(v: object, floatfmt: str = ".4g") -> str:
     """A table value as a cell: a missing value (None, NA, NaN) is an empty cell, a float is
     formatted with ``floatfmt``."""
     if v is None or v is pd.NA:
@@ -26,7 +26,7 @@ def value(v: object, floatfmt: str = ".4g") -> str:
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[object]], floatfmt: str = ".4g") -> str:
     """A Markdown table with a header row, or ``_(none)_`` when there are no rows."""
-    lines = [f"| {' | '.join(value(v, floatfmt) for v in row)} |" for row in rows]
+    lines = [f"| {' | '.join(_value(v, floatfmt) for v in row)} |" for row in rows]
     if not lines:
         return "_(none)_\n"
     return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns), *lines]) + "\n"

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from matscreen import paths
 from matscreen.atomic import atomic_path, outputs_together, write_text
 from matscreen.families import SITE_LABELS
+from matscreen.markdown import table as md_table
 
 METADATA_KEY = b"matscreen"
 
@@ -793,10 +794,8 @@ def markdown() -> str:
         lines += [f"### `{t.name}`", "", "Files: " + ", ".join(f"`{f}`" for f in t.files) + ".", "", t.description, "", f"Primary key: `{', '.join(t.key)}`."]
         if t.extra_dtype:
             lines.append(f"Further columns: features, `{t.extra_dtype}`.")
-        lines += ["", "| column | dtype | unit | null | meaning |", "|---|---|---|---|---|"]
-        for c in t.columns:
-            lines.append(f"| `{c.name}` | {c.dtype} | {c.unit} | {'yes' if c.nullable else 'no'} | {c.description} |")
-        lines.append("")
+        rows = [[f"`{c.name}`", c.dtype, c.unit, "yes" if c.nullable else "no", c.description] for c in t.columns]
+        lines += ["", md_table(["column", "dtype", "unit", "null", "meaning"], rows)]
     return "\n".join(lines)
 
 
