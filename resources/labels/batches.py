@@ -31,11 +31,13 @@ while the suite's PySCF jobs ran.
 
 ``plan`` writes ``batch-<family>.parquet``: the family's targets not yet in the store, one
 chemical system after another (the cheapest first by the resource estimate; in each, its missing
-competing phases, then the compound). Compounds that can get no hull come last
-(:func:`matscreen.label.hull.missing_competitors`: the Nb, Ta and Rb oxides, as the
-competing-phase library has no Nb2O5, Ta2O5 or Rb2O structure type; Rb halides have RbF and RbCl). Before them, but after
-the rest, come those with Mo or W (``HARD_SCF``): their SCFs are the slow and failing ones, and
-what they would hold up is the cheap halides' count. A competing phase already
+competing phases, then the compound). Those with Mo or W (``HARD_SCF``) come last: their SCFs
+are the slow and failing ones (a Mo/W oxide double perovskite takes 12-70 CPU min here, some fail
+after three attempts), and what they would hold up is the cheap halides' count. Before them come
+the compounds that can get no hull (:func:`matscreen.label.hull.missing_competitors`: the Nb, Ta
+and Rb oxides, as the competing-phase library has no Nb2O5, Ta2O5 or Rb2O structure type; Rb
+halides have RbF and RbCl): they still add formation energies, and their SCFs converge like the
+rest (the Nb/Ta perovskites took 1.5-2.5 min, the Mo/W ones 2-4). A competing phase already
 planned for an earlier family on the command line is left out of the later ones' batches, so two
 batches can run side by side on two cores without computing it twice (``matscreen label`` still
 labels every compound's competing phases at the end of its batch: by then those are hits).
@@ -91,7 +93,7 @@ def plan(targets: pd.DataFrame, families: list[str], out: Path) -> None:
             no_hull = missing_competitors(frozenset(elements), mine["formula"], own_binaries_of_row(row)) is not None
             need = mine[~mine["stored"]]
             cost = need["runtime_min"].sum() + row["runtime_min"]
-            systems.append((no_hull, bool(elements & set(HARD_SCF)), cost, row["structure_id"], need))
+            systems.append((bool(elements & set(HARD_SCF)), no_hull, cost, row["structure_id"], need))
         ids: list[str] = []
         for *_, sid, need in sorted(systems, key=lambda s: s[:3]):
             for cid in need.sort_values("runtime_min")["structure_id"]:
