@@ -282,6 +282,25 @@ def test_failure_ladder_records_failed_with_reason(tmp_path: Path) -> None:
     assert row["energy_ha"] == pytest.approx(-10.221426445656439, abs=1e-6)
 
 
+def test_an_attempt_that_only_damping_made_look_converged_continues_without_it(caplog) -> None:
+    """The reference set's ScCl3 failed: its last ladder step (damping 0.7, level shift 0.3) met the
+    SCF criteria after 46 cycles, PySCF's final undamped cycle rejected them, and the ladder ended;
+    continued from that density without damping it converges in 6 cycles. bcc Li at 2x2x2 k-points
+    does the same after 17 cycles (its first attempt here is cut to one cycle, so the damped step
+    runs): it must come out converged, at the energy of a plain SCF."""
+    li = Structure(Lattice.cubic(3.44), ["Li", "Li"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    base = {"kpoints": {"kmesh": [2, 2, 2]}, "ke_cutoff": 100}
+    plain = label_pyscf.run_scf(li, label.resolve_settings(base))
+    damped = {"init_guess": "1e", "damp": 0.7, "level_shift": 0.3, "max_cycle": 100}
+    s = label.resolve_settings({**base, "max_cycle": 1, "failure_ladder": [damped]})
+    with caplog.at_level("INFO", logger="matscreen.label.pyscf"):
+        res = label_pyscf.run_scf(li, s)
+    assert plain.status == "ok" and plain.attempts == 1
+    assert "attempt 2 met the SCF criteria after" in caplog.text and "final check" in caplog.text
+    assert res.status == "ok" and res.attempts == 2, res.error
+    assert res.energy_ha == pytest.approx(plain.energy_ha, abs=1e-6)
+
+
 def test_long_scf_logs_its_cycles(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """A long SCF says which cycle it is at (here every cycle: the minute between lines set to 0)."""
     monkeypatch.setattr(label_pyscf, "PROGRESS_EVERY_S", 0.0)

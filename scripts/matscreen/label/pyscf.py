@@ -263,6 +263,39 @@ class _CycleWatch:
         )
 
 
+def final_check_rejected(mf: Any) -> bool:
+    """Whether PySCF's SCF loop stopped before ``max_cycle`` on its criteria (energy change and
+    orbital gradient) and its final check, one more cycle without damping, level shift and DIIS
+    (``conv_check``), then found it not converged. A damped, level-shifted attempt can meet the
+    criteria away from the SCF solution, as each of its cycles moves the density little: ScCl3's
+    last ladder step (damping 0.7, level shift 0.3) met them after 46 cycles with |g| 2.6e-4, the
+    check's cycle moved the density by 0.24 and the energy by 2.7 mHa (|g| 3.2e-2), and continued
+    from there without damping and level shift it converged in 6 cycles."""
+    cycles = int(getattr(mf, "cycles", 0))
+    return not mf.converged and 0 < cycles < int(mf.max_cycle)
+
+
+def _attempt_scf(
+    cell: Any,
+    kmesh: list[int],
+    settings: LabelSettings,
+    unrestricted: bool,
+    spin: int | None,
+    att: Mapping[str, Any],
+    formula: str,
+    n: int,
+) -> Any:
+    """The mean-field object of ladder attempt ``n`` (:func:`attempt_plan`), with its progress watch."""
+    mf = make_scf(cell, kmesh, settings, unrestricted, fix_spin=spin is not None)
+    mf.max_cycle = int(att["max_cycle"])
+    mf.damp = float(att["damp"])
+    mf.level_shift = float(att["level_shift"])
+    mf.diis_space = int(att["diis_space"])
+    mf.init_guess = att["init_guess"]
+    mf.callback = _CycleWatch(formula, n, mf.max_cycle, stall_cycles=settings.scf_stall_cycles)
+    return mf
+
+
 def run_scf(
     structure: Structure,
     settings: LabelSettings,
@@ -284,8 +317,10 @@ def run_scf(
     first attempt starts from its density instead of ``dm0`` or the guess, so an 80-atom SCF of
     hours loses at most a cycle. It is removed when the SCF ends, converged or failed.
 
-    Each attempt of :func:`attempt_plan` is tried until one converges. A non-converged SCF or
-    an exception inside PySCF (e.g. the ``minao`` guess crashing for Sc/Y) moves on to the next
+    Each attempt of :func:`attempt_plan` is tried until one converges. An attempt whose criteria
+    PySCF's final check rejects (:func:`final_check_rejected`) first continues from its last
+    density without damping and level shift, within the same attempt. A non-converged SCF or an
+    exception inside PySCF (e.g. the ``minao`` guess crashing for Sc/Y) moves on to the next
     attempt; after the last one the result has status ``failed`` and the reason. Out-of-memory
     and interrupts are re-raised: they are the scheduler's business (retry with more memory).
     """
@@ -351,13 +386,7 @@ def _ladder(
         )
         ta = time.perf_counter()
         try:
-            mf = make_scf(cell, kmesh, settings, unrestricted, fix_spin=spin is not None)
-            mf.max_cycle = int(att["max_cycle"])
-            mf.damp = float(att["damp"])
-            mf.level_shift = float(att["level_shift"])
-            mf.diis_space = int(att["diis_space"])
-            mf.init_guess = att["init_guess"]
-            mf.callback = _CycleWatch(formula, n, mf.max_cycle, stall_cycles=settings.scf_stall_cycles)
+            mf = _attempt_scf(cell, kmesh, settings, unrestricted, spin, att, formula, n)
             resumed = _resume(mf, chk, formula) if n == 1 else None
             if chk is not None:
                 mf.chkfile = str(chk)  # PySCF writes it every cycle
@@ -373,6 +402,24 @@ def _ladder(
                     guess = polarised_guess(mf, structure, settings.spin.magnetic_moments, guess)
             mf.kernel(dm0=guess)
             cycles = int(getattr(mf, "cycles", -1))
+            if final_check_rejected(mf):
+                log.info(
+                    "%s: attempt %d met the SCF criteria after %d cycles, but PySCF's final check (a cycle "
+                    "without damping, level shift and DIIS) did not, E = %.8f Ha: continuing from that "
+                    "density without damping and level shift",
+                    formula,
+                    n,
+                    cycles,
+                    mf.e_tot,
+                )
+                dm = mf.make_rdm1()
+                mf = _attempt_scf(
+                    cell, kmesh, settings, unrestricted, spin, {**att, "damp": 0.0, "level_shift": 0.0}, formula, n
+                )
+                if chk is not None:
+                    mf.chkfile = str(chk)
+                mf.kernel(dm0=dm)
+                cycles += int(getattr(mf, "cycles", -1))
             ok = bool(mf.converged) and np.isfinite(mf.e_tot)
             history.append(
                 {
