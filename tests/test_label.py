@@ -410,6 +410,35 @@ def test_a_killed_scf_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: p
     assert fresh.energy_ha == pytest.approx(whole.energy_ha, abs=1e-8) and fresh.scf_cycles == whole.scf_cycles
 
 
+def test_a_job_killed_in_a_later_attempt_resumes_that_attempt(tmp_path: Path, monkeypatch, caplog) -> None:
+    """TiCd2O4 was killed in its damped second attempt at |g| 2.6e-3; the rerun took that density
+    into the undamped first attempt and was at |g| 0.7 four cycles later. A rerun goes on with the
+    attempt the job was in, with its damping."""
+    s = label.resolve_settings(
+        {**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1]}, "max_cycle": 1, "failure_ladder": [{"damp": 0.5, "max_cycle": 50}]}
+    )
+    whole = label_pyscf.run_scf(diamond_primitive(), s)
+    assert whole.status == "ok" and whole.attempts == 2  # the one-cycle first attempt fails
+    chk = tmp_path / "store" / "s-x.journal.chk"
+    real = label_pyscf._CycleWatch.__call__
+
+    def killed_at_cycle_3_of_attempt_2(self, envs):
+        real(self, envs)
+        if self.attempt == 2 and len(self.gradients) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(label_pyscf._CycleWatch, "__call__", killed_at_cycle_3_of_attempt_2)
+    with pytest.raises(KeyboardInterrupt):
+        label_pyscf.run_scf(diamond_primitive(), s, checkpoint=chk)
+    monkeypatch.setattr(label_pyscf._CycleWatch, "__call__", real)
+    with caplog.at_level("INFO", logger="matscreen.label.pyscf"):
+        resumed = label_pyscf.run_scf(diamond_primitive(), s, checkpoint=chk)
+    assert "SCF attempt 1/2" not in caplog.text and "SCF attempt 2/2 ({'init_guess': 'minao', 'max_cycle': 50, 'damp': 0.5" in caplog.text
+    assert resumed.status == "ok" and resumed.attempts == 2
+    assert resumed.energy_ha == pytest.approx(whole.energy_ha, abs=1e-8)
+    assert resumed.history[0]["error"] == "failed before a restart" and not chk.exists()
+
+
 def test_the_store_keeps_a_label_checkpoint_beside_its_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = label.resolve_settings({**PYSCF_DIAMOND, "kpoints": {"kmesh": [1, 1, 1]}, "store": str(tmp_path / "store")})
     seen = []

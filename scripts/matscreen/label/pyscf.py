@@ -28,6 +28,8 @@ from matscreen.label.settings import LabelSettings
 log = logging.getLogger(__name__)
 
 HARTREE_EV = 27.211386245988  # CODATA 2018, as pyscf.data.nist.HARTREE2EV
+#: Key of the checkpoint (PySCF's chkfile, HDF5) that holds the ladder attempt it belongs to.
+CHECKPOINT_ATTEMPT = "matscreen_attempt"
 
 
 # --- the SCF object ------------------------------------------------------------------------
@@ -314,8 +316,9 @@ def run_scf(
 
     ``checkpoint``: PySCF's chkfile of this very calculation (the label store's, beside the
     entry). PySCF writes it every cycle; when it exists at the start (a killed job's rerun), the
-    first attempt starts from its density instead of ``dm0`` or the guess, so an 80-atom SCF of
-    hours loses at most a cycle. It is removed when the SCF ends, converged or failed.
+    attempt the job was in (:func:`checkpoint_attempt`) goes on from its density instead of
+    ``dm0`` or the guess, so an 80-atom SCF of hours loses at most a cycle. It is removed when the
+    SCF ends, converged or failed.
 
     Each attempt of :func:`attempt_plan` is tried until one converges. An attempt whose criteria
     PySCF's final check rejects (:func:`final_check_rejected`) first continues from its last
@@ -374,7 +377,20 @@ def _ladder(
     mf = None
     prev_dm = None
     formula = structure.composition.reduced_formula
+    start = checkpoint_attempt(chk, len(plan))
     for n, att in enumerate(plan, start=1):
+        if n < start:  # a killed job's rerun: these attempts failed before the kill
+            history.append(
+                {
+                    "attempt": n,
+                    "converged": False,
+                    "cycles": None,
+                    "e_tot": None,
+                    "wall_s": 0.0,
+                    "error": "failed before a restart",
+                }
+            )
+            continue
         log.info(
             "%s: SCF attempt %d/%d (%s, kmesh %s, %s)",
             formula,
@@ -387,9 +403,10 @@ def _ladder(
         ta = time.perf_counter()
         try:
             mf = _attempt_scf(cell, kmesh, settings, unrestricted, spin, att, formula, n)
-            resumed = _resume(mf, chk, formula) if n == 1 else None
+            resumed = _resume(mf, chk, formula) if n == start else None
             if chk is not None:
                 mf.chkfile = str(chk)  # PySCF writes it every cycle
+                _save_attempt(chk, n)
             if resumed is not None:
                 guess = resumed
             elif att.get("restart") and prev_dm is not None:
@@ -505,6 +522,29 @@ def _ladder(
         unrestricted=unrestricted,
         history=history,
     )
+
+
+def checkpoint_attempt(chk: Path | None, attempts: int) -> int:
+    """The ladder attempt a killed job was in, from its checkpoint (1 without one). A rerun goes on
+    with that attempt, with its damping and level shift, from the checkpoint's density: TiCd2O4's
+    rerun took its damped second attempt's density (|g| 2.6e-3) into the undamped first one, and
+    four cycles later was at |g| 0.7. The number is written when the attempt starts, so a job
+    killed before the attempt's first cycle resumes it from the previous attempt's last density."""
+    from pyscf.lib import chkfile
+
+    if chk is None or not chk.is_file():
+        return 1
+    try:
+        n = int(chkfile.load(str(chk), CHECKPOINT_ATTEMPT))
+    except Exception:  # no such key (a checkpoint from before the key), not HDF5 (killed at once), ...
+        return 1
+    return min(max(n, 1), attempts)
+
+
+def _save_attempt(chk: Path, n: int) -> None:
+    from pyscf.lib import chkfile
+
+    chkfile.save(str(chk), CHECKPOINT_ATTEMPT, n)  # beside PySCF's own keys (mol, scf), which it keeps
 
 
 def _resume(mf: Any, chk: Path | None, formula: str) -> np.ndarray | None:
