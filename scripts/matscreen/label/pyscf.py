@@ -286,9 +286,13 @@ def _attempt_scf(
     att: Mapping[str, Any],
     formula: str,
     n: int,
+    chk: Path | None,
 ) -> Any:
-    """The mean-field object of ladder attempt ``n`` (:func:`attempt_plan`), with its progress watch."""
+    """The mean-field object of ladder attempt ``n`` (:func:`attempt_plan`), with its progress watch
+    and its checkpoint ``chk`` (PySCF writes it every cycle)."""
     mf = make_scf(cell, kmesh, settings, unrestricted, fix_spin=spin is not None)
+    if chk is not None:
+        mf.chkfile = str(chk)
     mf.max_cycle = int(att["max_cycle"])
     mf.damp = float(att["damp"])
     mf.level_shift = float(att["level_shift"])
@@ -402,10 +406,9 @@ def _ladder(
         )
         ta = time.perf_counter()
         try:
-            mf = _attempt_scf(cell, kmesh, settings, unrestricted, spin, att, formula, n)
+            mf = _attempt_scf(cell, kmesh, settings, unrestricted, spin, att, formula, n, chk)
             resumed = _resume(mf, chk, formula) if n == start else None
             if chk is not None:
-                mf.chkfile = str(chk)  # PySCF writes it every cycle
                 _save_attempt(chk, n)
             if resumed is not None:
                 guess = resumed
@@ -430,11 +433,8 @@ def _ladder(
                     mf.e_tot,
                 )
                 dm = mf.make_rdm1()
-                mf = _attempt_scf(
-                    cell, kmesh, settings, unrestricted, spin, {**att, "damp": 0.0, "level_shift": 0.0}, formula, n
-                )
-                if chk is not None:
-                    mf.chkfile = str(chk)
+                undamped = {**att, "damp": 0.0, "level_shift": 0.0}
+                mf = _attempt_scf(cell, kmesh, settings, unrestricted, spin, undamped, formula, n, chk)
                 mf.kernel(dm0=dm)
                 cycles += int(getattr(mf, "cycles", -1))
             ok = bool(mf.converged) and np.isfinite(mf.e_tot)
